@@ -5,8 +5,10 @@
 // @generated from file repository.proto (package gitaly, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_lint } from "./lint_pb.js";
 import type { ObjectFormat, Repository } from "./shared_pb.js";
 import { file_shared } from "./shared_pb.js";
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file repository.proto.
  */
 export const file_repository: GenFile = /*@__PURE__*/
-  fileDesc("ChByZXBvc2l0b3J5LnByb3RvEgZnaXRhbHkiRwoXUmVwb3NpdG9yeUV4aXN0c1JlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIioKGFJlcG9zaXRvcnlFeGlzdHNSZXNwb25zZRIOCgZleGlzdHMYASABKAgijAEKF0NyZWF0ZVJlcG9zaXRvcnlSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsARIWCg5kZWZhdWx0X2JyYW5jaBgCIAEoDBIrCg1vYmplY3RfZm9ybWF0GAMgASgOMhQuZ2l0YWx5Lk9iamVjdEZvcm1hdCIaChhDcmVhdGVSZXBvc2l0b3J5UmVzcG9uc2UiRwoXUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIhoKGFJlbW92ZVJlcG9zaXRvcnlSZXNwb25zZTKwAgoRUmVwb3NpdG9yeVNlcnZpY2USXQoQUmVwb3NpdG9yeUV4aXN0cxIfLmdpdGFseS5SZXBvc2l0b3J5RXhpc3RzUmVxdWVzdBogLmdpdGFseS5SZXBvc2l0b3J5RXhpc3RzUmVzcG9uc2UiBvqXKAIIAhJdChBDcmVhdGVSZXBvc2l0b3J5Eh8uZ2l0YWx5LkNyZWF0ZVJlcG9zaXRvcnlSZXF1ZXN0GiAuZ2l0YWx5LkNyZWF0ZVJlcG9zaXRvcnlSZXNwb25zZSIG+pcoAggBEl0KEFJlbW92ZVJlcG9zaXRvcnkSHy5naXRhbHkuUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QaIC5naXRhbHkuUmVtb3ZlUmVwb3NpdG9yeVJlc3BvbnNlIgb6lygCCAFiBnByb3RvMw", [file_lint, file_shared]);
+  fileDesc("ChByZXBvc2l0b3J5LnByb3RvEgZnaXRhbHkiRwoXUmVwb3NpdG9yeUV4aXN0c1JlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIioKGFJlcG9zaXRvcnlFeGlzdHNSZXNwb25zZRIOCgZleGlzdHMYASABKAgijAEKF0NyZWF0ZVJlcG9zaXRvcnlSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsARIWCg5kZWZhdWx0X2JyYW5jaBgCIAEoDBIrCg1vYmplY3RfZm9ybWF0GAMgASgOMhQuZ2l0YWx5Lk9iamVjdEZvcm1hdCIaChhDcmVhdGVSZXBvc2l0b3J5UmVzcG9uc2UiRwoXUmVtb3ZlUmVwb3NpdG9yeVJlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIhoKGFJlbW92ZVJlcG9zaXRvcnlSZXNwb25zZSJFChVSZXBvc2l0b3J5U2l6ZVJlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIiYKFlJlcG9zaXRvcnlTaXplUmVzcG9uc2USDAoEc2l6ZRgBIAEoAyJFChVSZXBvc2l0b3J5SW5mb1JlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBItQMChZSZXBvc2l0b3J5SW5mb1Jlc3BvbnNlEgwKBHNpemUYASABKAQSQQoKcmVmZXJlbmNlcxgCIAEoCzItLmdpdGFseS5SZXBvc2l0b3J5SW5mb1Jlc3BvbnNlLlJlZmVyZW5jZXNJbmZvEjsKB29iamVjdHMYAyABKAsyKi5naXRhbHkuUmVwb3NpdG9yeUluZm9SZXNwb25zZS5PYmplY3RzSW5mbxJECgxjb21taXRfZ3JhcGgYBCABKAsyLi5naXRhbHkuUmVwb3NpdG9yeUluZm9SZXNwb25zZS5Db21taXRHcmFwaEluZm8SOQoGYml0bWFwGAUgASgLMikuZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UuQml0bWFwSW5mbxJLChBtdWx0aV9wYWNrX2luZGV4GAYgASgLMjEuZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UuTXVsdGlQYWNrSW5kZXhJbmZvEkoKF211bHRpX3BhY2tfaW5kZXhfYml0bWFwGAcgASgLMikuZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UuQml0bWFwSW5mbxJBCgphbHRlcm5hdGVzGAggASgLMi0uZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UuQWx0ZXJuYXRlc0luZm8SFgoOaXNfb2JqZWN0X3Bvb2wYCSABKAgSNAoQbGFzdF9mdWxsX3JlcGFjaxgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaiQIKDlJlZmVyZW5jZXNJbmZvEhMKC2xvb3NlX2NvdW50GAEgASgEEhMKC3BhY2tlZF9zaXplGAIgASgEElkKEXJlZmVyZW5jZV9iYWNrZW5kGAMgASgOMj4uZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UuUmVmZXJlbmNlc0luZm8uUmVmZXJlbmNlQmFja2VuZCJyChBSZWZlcmVuY2VCYWNrZW5kEiEKHVJFRkVSRU5DRV9CQUNLRU5EX1VOU1BFQ0lGSUVEEAASGwoXUkVGRVJFTkNFX0JBQ0tFTkRfRklMRVMQARIeChpSRUZFUkVOQ0VfQkFDS0VORF9SRUZUQUJMRRACGpoCCgtPYmplY3RzSW5mbxIMCgRzaXplGAEgASgEEhMKC3JlY2VudF9zaXplGAIgASgEEhIKCnN0YWxlX3NpemUYAyABKAQSEQoJa2VlcF9zaXplGAQgASgEEhYKDnBhY2tmaWxlX2NvdW50GAUgASgEEhsKE3JldmVyc2VfaW5kZXhfY291bnQYBiABKAQSEwoLY3J1ZnRfY291bnQYByABKAQSEgoKa2VlcF9jb3VudBgIIAEoBBIbChNsb29zZV9vYmplY3RzX2NvdW50GAkgASgEEiEKGXN0YWxlX2xvb3NlX29iamVjdHNfY291bnQYCiABKAQSIwobbG9vc2Vfb2JqZWN0c19nYXJiYWdlX2NvdW50GAsgASgEGpIBCg9Db21taXRHcmFwaEluZm8SIQoZY29tbWl0X2dyYXBoX2NoYWluX2xlbmd0aBgBIAEoBBIZChFoYXNfYmxvb21fZmlsdGVycxgCIAEoCBIbChNoYXNfZ2VuZXJhdGlvbl9kYXRhGAMgASgIEiQKHGhhc19nZW5lcmF0aW9uX2RhdGFfb3ZlcmZsb3cYBSABKAgaTwoKQml0bWFwSW5mbxIWCg5oYXNfaGFzaF9jYWNoZRgBIAEoCBIYChBoYXNfbG9va3VwX3RhYmxlGAIgASgIEg8KB3ZlcnNpb24YAyABKAQakAEKEk11bHRpUGFja0luZGV4SW5mbxIWCg5wYWNrZmlsZV9jb3VudBgBIAEoBBIPCgd2ZXJzaW9uGAIgASgEEhkKEWhhc19sYXJnZV9vZmZzZXRzGAMgASgIEhsKE2hhc19iaXRtYXBwZWRfcGFja3MYBCABKAgSGQoRaGFzX3JldmVyc2VfaW5kZXgYBSABKAgaXwoOQWx0ZXJuYXRlc0luZm8SGgoSb2JqZWN0X2RpcmVjdG9yaWVzGAEgAygJEjEKDWxhc3RfbW9kaWZpZWQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKE09iamVjdEZvcm1hdFJlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIjwKFE9iamVjdEZvcm1hdFJlc3BvbnNlEiQKBmZvcm1hdBgBIAEoDjIULmdpdGFseS5PYmplY3RGb3JtYXQiRwoXSGFzTG9jYWxCcmFuY2hlc1JlcXVlc3QSLAoKcmVwb3NpdG9yeRgBIAEoCzISLmdpdGFseS5SZXBvc2l0b3J5QgSYxiwBIikKGEhhc0xvY2FsQnJhbmNoZXNSZXNwb25zZRINCgV2YWx1ZRgBIAEoCCKHAQoPV3JpdGVSZWZSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsARILCgNyZWYYAiABKAwSEAoIcmV2aXNpb24YAyABKAwSFAoMb2xkX3JldmlzaW9uGAQgASgMSgQIBRAGSgQIBhAHUgVmb3JjZSIYChBXcml0ZVJlZlJlc3BvbnNlSgQIARACIkgKGENhbGN1bGF0ZUNoZWNrc3VtUmVxdWVzdBIsCgpyZXBvc2l0b3J5GAEgASgLMhIuZ2l0YWx5LlJlcG9zaXRvcnlCBJjGLAEiLQoZQ2FsY3VsYXRlQ2hlY2tzdW1SZXNwb25zZRIQCghjaGVja3N1bRgBIAEoCSJAChBHZXRDb25maWdSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsASIhChFHZXRDb25maWdSZXNwb25zZRIMCgRkYXRhGAEgASgMIkIKEkdldFNuYXBzaG90UmVxdWVzdBIsCgpyZXBvc2l0b3J5GAEgASgLMhIuZ2l0YWx5LlJlcG9zaXRvcnlCBJjGLAEiIwoTR2V0U25hcHNob3RSZXNwb25zZRIMCgRkYXRhGAEgASgMIkUKFUdldEN1c3RvbUhvb2tzUmVxdWVzdBIsCgpyZXBvc2l0b3J5GAEgASgLMhIuZ2l0YWx5LlJlcG9zaXRvcnlCBJjGLAEiJgoWR2V0Q3VzdG9tSG9va3NSZXNwb25zZRIMCgRkYXRhGAEgASgMIlMKFVNldEN1c3RvbUhvb2tzUmVxdWVzdBIsCgpyZXBvc2l0b3J5GAEgASgLMhIuZ2l0YWx5LlJlcG9zaXRvcnlCBJjGLAESDAoEZGF0YRgCIAEoDCIYChZTZXRDdXN0b21Ib29rc1Jlc3BvbnNlIo8CChlPcHRpbWl6ZVJlcG9zaXRvcnlSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsARI8CghzdHJhdGVneRgCIAEoDjIqLmdpdGFseS5PcHRpbWl6ZVJlcG9zaXRvcnlSZXF1ZXN0LlN0cmF0ZWd5IoUBCghTdHJhdGVneRIYChRTVFJBVEVHWV9VTlNQRUNJRklFRBAAEhgKFFNUUkFURUdZX0hFVVJJU1RJQ0FMEAESEgoOU1RSQVRFR1lfRUFHRVIQAhIXChNTVFJBVEVHWV9PRkZMT0FESU5HEAMSGAoUU1RSQVRFR1lfUkVIWURSQVRJT04QBCIcChpPcHRpbWl6ZVJlcG9zaXRvcnlSZXNwb25zZSJDChNDcmVhdGVCdW5kbGVSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsASIkChRDcmVhdGVCdW5kbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMImUKEkZldGNoQnVuZGxlUmVxdWVzdBIsCgpyZXBvc2l0b3J5GAEgASgLMhIuZ2l0YWx5LlJlcG9zaXRvcnlCBJjGLAESDAoEZGF0YRgCIAEoDBITCgt1cGRhdGVfaGVhZBgDIAEoCCIVChNGZXRjaEJ1bmRsZVJlc3BvbnNlIm4KGlJlcGxpY2F0ZVJlcG9zaXRvcnlSZXF1ZXN0EiwKCnJlcG9zaXRvcnkYASABKAsyEi5naXRhbHkuUmVwb3NpdG9yeUIEmMYsARIiCgZzb3VyY2UYAiABKAsyEi5naXRhbHkuUmVwb3NpdG9yeSIdChtSZXBsaWNhdGVSZXBvc2l0b3J5UmVzcG9uc2UyhQwKEVJlcG9zaXRvcnlTZXJ2aWNlEl0KEFJlcG9zaXRvcnlFeGlzdHMSHy5naXRhbHkuUmVwb3NpdG9yeUV4aXN0c1JlcXVlc3QaIC5naXRhbHkuUmVwb3NpdG9yeUV4aXN0c1Jlc3BvbnNlIgb6lygCCAISXQoQQ3JlYXRlUmVwb3NpdG9yeRIfLmdpdGFseS5DcmVhdGVSZXBvc2l0b3J5UmVxdWVzdBogLmdpdGFseS5DcmVhdGVSZXBvc2l0b3J5UmVzcG9uc2UiBvqXKAIIARJdChBSZW1vdmVSZXBvc2l0b3J5Eh8uZ2l0YWx5LlJlbW92ZVJlcG9zaXRvcnlSZXF1ZXN0GiAuZ2l0YWx5LlJlbW92ZVJlcG9zaXRvcnlSZXNwb25zZSIG+pcoAggBElcKDlJlcG9zaXRvcnlTaXplEh0uZ2l0YWx5LlJlcG9zaXRvcnlTaXplUmVxdWVzdBoeLmdpdGFseS5SZXBvc2l0b3J5U2l6ZVJlc3BvbnNlIgb6lygCCAISVwoOUmVwb3NpdG9yeUluZm8SHS5naXRhbHkuUmVwb3NpdG9yeUluZm9SZXF1ZXN0Gh4uZ2l0YWx5LlJlcG9zaXRvcnlJbmZvUmVzcG9uc2UiBvqXKAIIAhJRCgxPYmplY3RGb3JtYXQSGy5naXRhbHkuT2JqZWN0Rm9ybWF0UmVxdWVzdBocLmdpdGFseS5PYmplY3RGb3JtYXRSZXNwb25zZSIG+pcoAggCEl0KEEhhc0xvY2FsQnJhbmNoZXMSHy5naXRhbHkuSGFzTG9jYWxCcmFuY2hlc1JlcXVlc3QaIC5naXRhbHkuSGFzTG9jYWxCcmFuY2hlc1Jlc3BvbnNlIgb6lygCCAISRQoIV3JpdGVSZWYSFy5naXRhbHkuV3JpdGVSZWZSZXF1ZXN0GhguZ2l0YWx5LldyaXRlUmVmUmVzcG9uc2UiBvqXKAIIARJgChFDYWxjdWxhdGVDaGVja3N1bRIgLmdpdGFseS5DYWxjdWxhdGVDaGVja3N1bVJlcXVlc3QaIS5naXRhbHkuQ2FsY3VsYXRlQ2hlY2tzdW1SZXNwb25zZSIG+pcoAggCEkoKCUdldENvbmZpZxIYLmdpdGFseS5HZXRDb25maWdSZXF1ZXN0GhkuZ2l0YWx5LkdldENvbmZpZ1Jlc3BvbnNlIgb6lygCCAIwARJQCgtHZXRTbmFwc2hvdBIaLmdpdGFseS5HZXRTbmFwc2hvdFJlcXVlc3QaGy5naXRhbHkuR2V0U25hcHNob3RSZXNwb25zZSIG+pcoAggCMAESWQoOR2V0Q3VzdG9tSG9va3MSHS5naXRhbHkuR2V0Q3VzdG9tSG9va3NSZXF1ZXN0Gh4uZ2l0YWx5LkdldEN1c3RvbUhvb2tzUmVzcG9uc2UiBvqXKAIIAjABElkKDlNldEN1c3RvbUhvb2tzEh0uZ2l0YWx5LlNldEN1c3RvbUhvb2tzUmVxdWVzdBoeLmdpdGFseS5TZXRDdXN0b21Ib29rc1Jlc3BvbnNlIgb6lygCCAEoARJjChJPcHRpbWl6ZVJlcG9zaXRvcnkSIS5naXRhbHkuT3B0aW1pemVSZXBvc2l0b3J5UmVxdWVzdBoiLmdpdGFseS5PcHRpbWl6ZVJlcG9zaXRvcnlSZXNwb25zZSIG+pcoAggDElMKDENyZWF0ZUJ1bmRsZRIbLmdpdGFseS5DcmVhdGVCdW5kbGVSZXF1ZXN0GhwuZ2l0YWx5LkNyZWF0ZUJ1bmRsZVJlc3BvbnNlIgb6lygCCAIwARJQCgtGZXRjaEJ1bmRsZRIaLmdpdGFseS5GZXRjaEJ1bmRsZVJlcXVlc3QaGy5naXRhbHkuRmV0Y2hCdW5kbGVSZXNwb25zZSIG+pcoAggBKAESZgoTUmVwbGljYXRlUmVwb3NpdG9yeRIiLmdpdGFseS5SZXBsaWNhdGVSZXBvc2l0b3J5UmVxdWVzdBojLmdpdGFseS5SZXBsaWNhdGVSZXBvc2l0b3J5UmVzcG9uc2UiBvqXKAIIAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_lint, file_shared]);
 
 /**
  * @generated from message gitaly.RepositoryExistsRequest
@@ -125,6 +127,841 @@ export const RemoveRepositoryResponseSchema: GenMessage<RemoveRepositoryResponse
   messageDesc(file_repository, 5);
 
 /**
+ * @generated from message gitaly.RepositorySizeRequest
+ */
+export type RepositorySizeRequest = Message<"gitaly.RepositorySizeRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.RepositorySizeRequest.
+ * Use `create(RepositorySizeRequestSchema)` to create a new message.
+ */
+export const RepositorySizeRequestSchema: GenMessage<RepositorySizeRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 6);
+
+/**
+ * @generated from message gitaly.RepositorySizeResponse
+ */
+export type RepositorySizeResponse = Message<"gitaly.RepositorySizeResponse"> & {
+  /**
+   * Size of the repository directory in KiB.
+   *
+   * @generated from field: int64 size = 1;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message gitaly.RepositorySizeResponse.
+ * Use `create(RepositorySizeResponseSchema)` to create a new message.
+ */
+export const RepositorySizeResponseSchema: GenMessage<RepositorySizeResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 7);
+
+/**
+ * @generated from message gitaly.RepositoryInfoRequest
+ */
+export type RepositoryInfoRequest = Message<"gitaly.RepositoryInfoRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoRequest.
+ * Use `create(RepositoryInfoRequestSchema)` to create a new message.
+ */
+export const RepositoryInfoRequestSchema: GenMessage<RepositoryInfoRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 8);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse
+ */
+export type RepositoryInfoResponse = Message<"gitaly.RepositoryInfoResponse"> & {
+  /**
+   * Bytes on disk of the whole repository.
+   *
+   * @generated from field: uint64 size = 1;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.ReferencesInfo references = 2;
+   */
+  references?: RepositoryInfoResponse_ReferencesInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.ObjectsInfo objects = 3;
+   */
+  objects?: RepositoryInfoResponse_ObjectsInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.CommitGraphInfo commit_graph = 4;
+   */
+  commitGraph?: RepositoryInfoResponse_CommitGraphInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.BitmapInfo bitmap = 5;
+   */
+  bitmap?: RepositoryInfoResponse_BitmapInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.MultiPackIndexInfo multi_pack_index = 6;
+   */
+  multiPackIndex?: RepositoryInfoResponse_MultiPackIndexInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.BitmapInfo multi_pack_index_bitmap = 7;
+   */
+  multiPackIndexBitmap?: RepositoryInfoResponse_BitmapInfo | undefined;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.AlternatesInfo alternates = 8;
+   */
+  alternates?: RepositoryInfoResponse_AlternatesInfo | undefined;
+
+  /**
+   * @generated from field: bool is_object_pool = 9;
+   */
+  isObjectPool: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_full_repack = 10;
+   */
+  lastFullRepack?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.
+ * Use `create(RepositoryInfoResponseSchema)` to create a new message.
+ */
+export const RepositoryInfoResponseSchema: GenMessage<RepositoryInfoResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 9);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.ReferencesInfo
+ */
+export type RepositoryInfoResponse_ReferencesInfo = Message<"gitaly.RepositoryInfoResponse.ReferencesInfo"> & {
+  /**
+   * @generated from field: uint64 loose_count = 1;
+   */
+  looseCount: bigint;
+
+  /**
+   * @generated from field: uint64 packed_size = 2;
+   */
+  packedSize: bigint;
+
+  /**
+   * @generated from field: gitaly.RepositoryInfoResponse.ReferencesInfo.ReferenceBackend reference_backend = 3;
+   */
+  referenceBackend: RepositoryInfoResponse_ReferencesInfo_ReferenceBackend;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.ReferencesInfo.
+ * Use `create(RepositoryInfoResponse_ReferencesInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_ReferencesInfoSchema: GenMessage<RepositoryInfoResponse_ReferencesInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 0);
+
+/**
+ * @generated from enum gitaly.RepositoryInfoResponse.ReferencesInfo.ReferenceBackend
+ */
+export enum RepositoryInfoResponse_ReferencesInfo_ReferenceBackend {
+  /**
+   * @generated from enum value: REFERENCE_BACKEND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: REFERENCE_BACKEND_FILES = 1;
+   */
+  FILES = 1,
+
+  /**
+   * @generated from enum value: REFERENCE_BACKEND_REFTABLE = 2;
+   */
+  REFTABLE = 2,
+}
+
+/**
+ * Describes the enum gitaly.RepositoryInfoResponse.ReferencesInfo.ReferenceBackend.
+ */
+export const RepositoryInfoResponse_ReferencesInfo_ReferenceBackendSchema: GenEnum<RepositoryInfoResponse_ReferencesInfo_ReferenceBackend> = /*@__PURE__*/
+  enumDesc(file_repository, 9, 0, 0);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.ObjectsInfo
+ */
+export type RepositoryInfoResponse_ObjectsInfo = Message<"gitaly.RepositoryInfoResponse.ObjectsInfo"> & {
+  /**
+   * @generated from field: uint64 size = 1;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: uint64 recent_size = 2;
+   */
+  recentSize: bigint;
+
+  /**
+   * @generated from field: uint64 stale_size = 3;
+   */
+  staleSize: bigint;
+
+  /**
+   * @generated from field: uint64 keep_size = 4;
+   */
+  keepSize: bigint;
+
+  /**
+   * @generated from field: uint64 packfile_count = 5;
+   */
+  packfileCount: bigint;
+
+  /**
+   * @generated from field: uint64 reverse_index_count = 6;
+   */
+  reverseIndexCount: bigint;
+
+  /**
+   * @generated from field: uint64 cruft_count = 7;
+   */
+  cruftCount: bigint;
+
+  /**
+   * @generated from field: uint64 keep_count = 8;
+   */
+  keepCount: bigint;
+
+  /**
+   * @generated from field: uint64 loose_objects_count = 9;
+   */
+  looseObjectsCount: bigint;
+
+  /**
+   * @generated from field: uint64 stale_loose_objects_count = 10;
+   */
+  staleLooseObjectsCount: bigint;
+
+  /**
+   * @generated from field: uint64 loose_objects_garbage_count = 11;
+   */
+  looseObjectsGarbageCount: bigint;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.ObjectsInfo.
+ * Use `create(RepositoryInfoResponse_ObjectsInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_ObjectsInfoSchema: GenMessage<RepositoryInfoResponse_ObjectsInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 1);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.CommitGraphInfo
+ */
+export type RepositoryInfoResponse_CommitGraphInfo = Message<"gitaly.RepositoryInfoResponse.CommitGraphInfo"> & {
+  /**
+   * @generated from field: uint64 commit_graph_chain_length = 1;
+   */
+  commitGraphChainLength: bigint;
+
+  /**
+   * @generated from field: bool has_bloom_filters = 2;
+   */
+  hasBloomFilters: boolean;
+
+  /**
+   * @generated from field: bool has_generation_data = 3;
+   */
+  hasGenerationData: boolean;
+
+  /**
+   * @generated from field: bool has_generation_data_overflow = 5;
+   */
+  hasGenerationDataOverflow: boolean;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.CommitGraphInfo.
+ * Use `create(RepositoryInfoResponse_CommitGraphInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_CommitGraphInfoSchema: GenMessage<RepositoryInfoResponse_CommitGraphInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 2);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.BitmapInfo
+ */
+export type RepositoryInfoResponse_BitmapInfo = Message<"gitaly.RepositoryInfoResponse.BitmapInfo"> & {
+  /**
+   * @generated from field: bool has_hash_cache = 1;
+   */
+  hasHashCache: boolean;
+
+  /**
+   * @generated from field: bool has_lookup_table = 2;
+   */
+  hasLookupTable: boolean;
+
+  /**
+   * @generated from field: uint64 version = 3;
+   */
+  version: bigint;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.BitmapInfo.
+ * Use `create(RepositoryInfoResponse_BitmapInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_BitmapInfoSchema: GenMessage<RepositoryInfoResponse_BitmapInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 3);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.MultiPackIndexInfo
+ */
+export type RepositoryInfoResponse_MultiPackIndexInfo = Message<"gitaly.RepositoryInfoResponse.MultiPackIndexInfo"> & {
+  /**
+   * @generated from field: uint64 packfile_count = 1;
+   */
+  packfileCount: bigint;
+
+  /**
+   * @generated from field: uint64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * @generated from field: bool has_large_offsets = 3;
+   */
+  hasLargeOffsets: boolean;
+
+  /**
+   * @generated from field: bool has_bitmapped_packs = 4;
+   */
+  hasBitmappedPacks: boolean;
+
+  /**
+   * @generated from field: bool has_reverse_index = 5;
+   */
+  hasReverseIndex: boolean;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.MultiPackIndexInfo.
+ * Use `create(RepositoryInfoResponse_MultiPackIndexInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_MultiPackIndexInfoSchema: GenMessage<RepositoryInfoResponse_MultiPackIndexInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 4);
+
+/**
+ * @generated from message gitaly.RepositoryInfoResponse.AlternatesInfo
+ */
+export type RepositoryInfoResponse_AlternatesInfo = Message<"gitaly.RepositoryInfoResponse.AlternatesInfo"> & {
+  /**
+   * @generated from field: repeated string object_directories = 1;
+   */
+  objectDirectories: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_modified = 2;
+   */
+  lastModified?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gitaly.RepositoryInfoResponse.AlternatesInfo.
+ * Use `create(RepositoryInfoResponse_AlternatesInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoResponse_AlternatesInfoSchema: GenMessage<RepositoryInfoResponse_AlternatesInfo> = /*@__PURE__*/
+  messageDesc(file_repository, 9, 5);
+
+/**
+ * @generated from message gitaly.ObjectFormatRequest
+ */
+export type ObjectFormatRequest = Message<"gitaly.ObjectFormatRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.ObjectFormatRequest.
+ * Use `create(ObjectFormatRequestSchema)` to create a new message.
+ */
+export const ObjectFormatRequestSchema: GenMessage<ObjectFormatRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 10);
+
+/**
+ * @generated from message gitaly.ObjectFormatResponse
+ */
+export type ObjectFormatResponse = Message<"gitaly.ObjectFormatResponse"> & {
+  /**
+   * @generated from field: gitaly.ObjectFormat format = 1;
+   */
+  format: ObjectFormat;
+};
+
+/**
+ * Describes the message gitaly.ObjectFormatResponse.
+ * Use `create(ObjectFormatResponseSchema)` to create a new message.
+ */
+export const ObjectFormatResponseSchema: GenMessage<ObjectFormatResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 11);
+
+/**
+ * @generated from message gitaly.HasLocalBranchesRequest
+ */
+export type HasLocalBranchesRequest = Message<"gitaly.HasLocalBranchesRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.HasLocalBranchesRequest.
+ * Use `create(HasLocalBranchesRequestSchema)` to create a new message.
+ */
+export const HasLocalBranchesRequestSchema: GenMessage<HasLocalBranchesRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 12);
+
+/**
+ * @generated from message gitaly.HasLocalBranchesResponse
+ */
+export type HasLocalBranchesResponse = Message<"gitaly.HasLocalBranchesResponse"> & {
+  /**
+   * @generated from field: bool value = 1;
+   */
+  value: boolean;
+};
+
+/**
+ * Describes the message gitaly.HasLocalBranchesResponse.
+ * Use `create(HasLocalBranchesResponseSchema)` to create a new message.
+ */
+export const HasLocalBranchesResponseSchema: GenMessage<HasLocalBranchesResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 13);
+
+/**
+ * @generated from message gitaly.WriteRefRequest
+ */
+export type WriteRefRequest = Message<"gitaly.WriteRefRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+
+  /**
+   * @generated from field: bytes ref = 2;
+   */
+  ref: Uint8Array;
+
+  /**
+   * @generated from field: bytes revision = 3;
+   */
+  revision: Uint8Array;
+
+  /**
+   * When set, the update only happens if the ref currently points here.
+   *
+   * @generated from field: bytes old_revision = 4;
+   */
+  oldRevision: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.WriteRefRequest.
+ * Use `create(WriteRefRequestSchema)` to create a new message.
+ */
+export const WriteRefRequestSchema: GenMessage<WriteRefRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 14);
+
+/**
+ * @generated from message gitaly.WriteRefResponse
+ */
+export type WriteRefResponse = Message<"gitaly.WriteRefResponse"> & {
+};
+
+/**
+ * Describes the message gitaly.WriteRefResponse.
+ * Use `create(WriteRefResponseSchema)` to create a new message.
+ */
+export const WriteRefResponseSchema: GenMessage<WriteRefResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 15);
+
+/**
+ * @generated from message gitaly.CalculateChecksumRequest
+ */
+export type CalculateChecksumRequest = Message<"gitaly.CalculateChecksumRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.CalculateChecksumRequest.
+ * Use `create(CalculateChecksumRequestSchema)` to create a new message.
+ */
+export const CalculateChecksumRequestSchema: GenMessage<CalculateChecksumRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 16);
+
+/**
+ * @generated from message gitaly.CalculateChecksumResponse
+ */
+export type CalculateChecksumResponse = Message<"gitaly.CalculateChecksumResponse"> & {
+  /**
+   * @generated from field: string checksum = 1;
+   */
+  checksum: string;
+};
+
+/**
+ * Describes the message gitaly.CalculateChecksumResponse.
+ * Use `create(CalculateChecksumResponseSchema)` to create a new message.
+ */
+export const CalculateChecksumResponseSchema: GenMessage<CalculateChecksumResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 17);
+
+/**
+ * @generated from message gitaly.GetConfigRequest
+ */
+export type GetConfigRequest = Message<"gitaly.GetConfigRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.GetConfigRequest.
+ * Use `create(GetConfigRequestSchema)` to create a new message.
+ */
+export const GetConfigRequestSchema: GenMessage<GetConfigRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 18);
+
+/**
+ * @generated from message gitaly.GetConfigResponse
+ */
+export type GetConfigResponse = Message<"gitaly.GetConfigResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.GetConfigResponse.
+ * Use `create(GetConfigResponseSchema)` to create a new message.
+ */
+export const GetConfigResponseSchema: GenMessage<GetConfigResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 19);
+
+/**
+ * @generated from message gitaly.GetSnapshotRequest
+ */
+export type GetSnapshotRequest = Message<"gitaly.GetSnapshotRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.GetSnapshotRequest.
+ * Use `create(GetSnapshotRequestSchema)` to create a new message.
+ */
+export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 20);
+
+/**
+ * @generated from message gitaly.GetSnapshotResponse
+ */
+export type GetSnapshotResponse = Message<"gitaly.GetSnapshotResponse"> & {
+  /**
+   * A chunk of a tar archive of the repository.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.GetSnapshotResponse.
+ * Use `create(GetSnapshotResponseSchema)` to create a new message.
+ */
+export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 21);
+
+/**
+ * @generated from message gitaly.GetCustomHooksRequest
+ */
+export type GetCustomHooksRequest = Message<"gitaly.GetCustomHooksRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.GetCustomHooksRequest.
+ * Use `create(GetCustomHooksRequestSchema)` to create a new message.
+ */
+export const GetCustomHooksRequestSchema: GenMessage<GetCustomHooksRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 22);
+
+/**
+ * @generated from message gitaly.GetCustomHooksResponse
+ */
+export type GetCustomHooksResponse = Message<"gitaly.GetCustomHooksResponse"> & {
+  /**
+   * A chunk of a tar archive of custom_hooks/.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.GetCustomHooksResponse.
+ * Use `create(GetCustomHooksResponseSchema)` to create a new message.
+ */
+export const GetCustomHooksResponseSchema: GenMessage<GetCustomHooksResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 23);
+
+/**
+ * @generated from message gitaly.SetCustomHooksRequest
+ */
+export type SetCustomHooksRequest = Message<"gitaly.SetCustomHooksRequest"> & {
+  /**
+   * Only read from the first message.
+   *
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.SetCustomHooksRequest.
+ * Use `create(SetCustomHooksRequestSchema)` to create a new message.
+ */
+export const SetCustomHooksRequestSchema: GenMessage<SetCustomHooksRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 24);
+
+/**
+ * @generated from message gitaly.SetCustomHooksResponse
+ */
+export type SetCustomHooksResponse = Message<"gitaly.SetCustomHooksResponse"> & {
+};
+
+/**
+ * Describes the message gitaly.SetCustomHooksResponse.
+ * Use `create(SetCustomHooksResponseSchema)` to create a new message.
+ */
+export const SetCustomHooksResponseSchema: GenMessage<SetCustomHooksResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 25);
+
+/**
+ * @generated from message gitaly.OptimizeRepositoryRequest
+ */
+export type OptimizeRepositoryRequest = Message<"gitaly.OptimizeRepositoryRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+
+  /**
+   * @generated from field: gitaly.OptimizeRepositoryRequest.Strategy strategy = 2;
+   */
+  strategy: OptimizeRepositoryRequest_Strategy;
+};
+
+/**
+ * Describes the message gitaly.OptimizeRepositoryRequest.
+ * Use `create(OptimizeRepositoryRequestSchema)` to create a new message.
+ */
+export const OptimizeRepositoryRequestSchema: GenMessage<OptimizeRepositoryRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 26);
+
+/**
+ * @generated from enum gitaly.OptimizeRepositoryRequest.Strategy
+ */
+export enum OptimizeRepositoryRequest_Strategy {
+  /**
+   * @generated from enum value: STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STRATEGY_HEURISTICAL = 1;
+   */
+  HEURISTICAL = 1,
+
+  /**
+   * @generated from enum value: STRATEGY_EAGER = 2;
+   */
+  EAGER = 2,
+
+  /**
+   * @generated from enum value: STRATEGY_OFFLOADING = 3;
+   */
+  OFFLOADING = 3,
+
+  /**
+   * @generated from enum value: STRATEGY_REHYDRATION = 4;
+   */
+  REHYDRATION = 4,
+}
+
+/**
+ * Describes the enum gitaly.OptimizeRepositoryRequest.Strategy.
+ */
+export const OptimizeRepositoryRequest_StrategySchema: GenEnum<OptimizeRepositoryRequest_Strategy> = /*@__PURE__*/
+  enumDesc(file_repository, 26, 0);
+
+/**
+ * @generated from message gitaly.OptimizeRepositoryResponse
+ */
+export type OptimizeRepositoryResponse = Message<"gitaly.OptimizeRepositoryResponse"> & {
+};
+
+/**
+ * Describes the message gitaly.OptimizeRepositoryResponse.
+ * Use `create(OptimizeRepositoryResponseSchema)` to create a new message.
+ */
+export const OptimizeRepositoryResponseSchema: GenMessage<OptimizeRepositoryResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 27);
+
+/**
+ * @generated from message gitaly.CreateBundleRequest
+ */
+export type CreateBundleRequest = Message<"gitaly.CreateBundleRequest"> & {
+  /**
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.CreateBundleRequest.
+ * Use `create(CreateBundleRequestSchema)` to create a new message.
+ */
+export const CreateBundleRequestSchema: GenMessage<CreateBundleRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 28);
+
+/**
+ * @generated from message gitaly.CreateBundleResponse
+ */
+export type CreateBundleResponse = Message<"gitaly.CreateBundleResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message gitaly.CreateBundleResponse.
+ * Use `create(CreateBundleResponseSchema)` to create a new message.
+ */
+export const CreateBundleResponseSchema: GenMessage<CreateBundleResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 29);
+
+/**
+ * @generated from message gitaly.FetchBundleRequest
+ */
+export type FetchBundleRequest = Message<"gitaly.FetchBundleRequest"> & {
+  /**
+   * Only read from the first message.
+   *
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * Set HEAD to the bundle's HEAD, when it has one.
+   *
+   * @generated from field: bool update_head = 3;
+   */
+  updateHead: boolean;
+};
+
+/**
+ * Describes the message gitaly.FetchBundleRequest.
+ * Use `create(FetchBundleRequestSchema)` to create a new message.
+ */
+export const FetchBundleRequestSchema: GenMessage<FetchBundleRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 30);
+
+/**
+ * @generated from message gitaly.FetchBundleResponse
+ */
+export type FetchBundleResponse = Message<"gitaly.FetchBundleResponse"> & {
+};
+
+/**
+ * Describes the message gitaly.FetchBundleResponse.
+ * Use `create(FetchBundleResponseSchema)` to create a new message.
+ */
+export const FetchBundleResponseSchema: GenMessage<FetchBundleResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 31);
+
+/**
+ * @generated from message gitaly.ReplicateRepositoryRequest
+ */
+export type ReplicateRepositoryRequest = Message<"gitaly.ReplicateRepositoryRequest"> & {
+  /**
+   * The target, on this node.
+   *
+   * @generated from field: gitaly.Repository repository = 1;
+   */
+  repository?: Repository | undefined;
+
+  /**
+   * The source, on the node named for its storage in the gitaly-servers metadata.
+   *
+   * @generated from field: gitaly.Repository source = 2;
+   */
+  source?: Repository | undefined;
+};
+
+/**
+ * Describes the message gitaly.ReplicateRepositoryRequest.
+ * Use `create(ReplicateRepositoryRequestSchema)` to create a new message.
+ */
+export const ReplicateRepositoryRequestSchema: GenMessage<ReplicateRepositoryRequest> = /*@__PURE__*/
+  messageDesc(file_repository, 32);
+
+/**
+ * @generated from message gitaly.ReplicateRepositoryResponse
+ */
+export type ReplicateRepositoryResponse = Message<"gitaly.ReplicateRepositoryResponse"> & {
+};
+
+/**
+ * Describes the message gitaly.ReplicateRepositoryResponse.
+ * Use `create(ReplicateRepositoryResponseSchema)` to create a new message.
+ */
+export const ReplicateRepositoryResponseSchema: GenMessage<ReplicateRepositoryResponse> = /*@__PURE__*/
+  messageDesc(file_repository, 33);
+
+/**
  * @generated from service gitaly.RepositoryService
  */
 export const RepositoryService: GenService<{
@@ -151,6 +988,118 @@ export const RepositoryService: GenService<{
     methodKind: "unary";
     input: typeof RemoveRepositoryRequestSchema;
     output: typeof RemoveRepositoryResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.RepositorySize
+   */
+  repositorySize: {
+    methodKind: "unary";
+    input: typeof RepositorySizeRequestSchema;
+    output: typeof RepositorySizeResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.RepositoryInfo
+   */
+  repositoryInfo: {
+    methodKind: "unary";
+    input: typeof RepositoryInfoRequestSchema;
+    output: typeof RepositoryInfoResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.ObjectFormat
+   */
+  objectFormat: {
+    methodKind: "unary";
+    input: typeof ObjectFormatRequestSchema;
+    output: typeof ObjectFormatResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.HasLocalBranches
+   */
+  hasLocalBranches: {
+    methodKind: "unary";
+    input: typeof HasLocalBranchesRequestSchema;
+    output: typeof HasLocalBranchesResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.WriteRef
+   */
+  writeRef: {
+    methodKind: "unary";
+    input: typeof WriteRefRequestSchema;
+    output: typeof WriteRefResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.CalculateChecksum
+   */
+  calculateChecksum: {
+    methodKind: "unary";
+    input: typeof CalculateChecksumRequestSchema;
+    output: typeof CalculateChecksumResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.GetConfig
+   */
+  getConfig: {
+    methodKind: "server_streaming";
+    input: typeof GetConfigRequestSchema;
+    output: typeof GetConfigResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.GetSnapshot
+   */
+  getSnapshot: {
+    methodKind: "server_streaming";
+    input: typeof GetSnapshotRequestSchema;
+    output: typeof GetSnapshotResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.GetCustomHooks
+   */
+  getCustomHooks: {
+    methodKind: "server_streaming";
+    input: typeof GetCustomHooksRequestSchema;
+    output: typeof GetCustomHooksResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.SetCustomHooks
+   */
+  setCustomHooks: {
+    methodKind: "client_streaming";
+    input: typeof SetCustomHooksRequestSchema;
+    output: typeof SetCustomHooksResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.OptimizeRepository
+   */
+  optimizeRepository: {
+    methodKind: "unary";
+    input: typeof OptimizeRepositoryRequestSchema;
+    output: typeof OptimizeRepositoryResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.CreateBundle
+   */
+  createBundle: {
+    methodKind: "server_streaming";
+    input: typeof CreateBundleRequestSchema;
+    output: typeof CreateBundleResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.FetchBundle
+   */
+  fetchBundle: {
+    methodKind: "client_streaming";
+    input: typeof FetchBundleRequestSchema;
+    output: typeof FetchBundleResponseSchema;
+  },
+  /**
+   * @generated from rpc gitaly.RepositoryService.ReplicateRepository
+   */
+  replicateRepository: {
+    methodKind: "unary";
+    input: typeof ReplicateRepositoryRequestSchema;
+    output: typeof ReplicateRepositoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_repository, 0);
