@@ -7,9 +7,12 @@ import { text } from "node:stream/consumers";
 import { parseArgs } from "node:util";
 import { ConfigError } from "../shared/config/issues.js";
 import { createLogger, type LogLevel } from "../shared/logging.js";
-import { runCheck, runConfigurationValidate } from "./config/cli.js";
 import { loadGitalyConfigFile } from "./config/load.js";
 import { SERVER_VERSION, startGitalyServer } from "./server/gitaly-server.js";
+
+// The validate/check commands pull in an HTTP client and more; loaded only when used,
+// because every module costs start-up time for `serve`.
+const cli = () => import("./config/cli.js");
 
 const USAGE = `usage:
   gitaly serve <gitaly_config_file>
@@ -36,8 +39,17 @@ async function serve(configPath: string): Promise<number> {
   const logger = createLogger({ component: "gitaly", level: config.logging.level as LogLevel });
   for (const w of warnings) logger.warn({ key: w.key }, `configuration: ${w.message}`);
 
+  // SIGHUP's default action would kill us while starting; until the server is up a
+  // reload request is remembered and applied once it is.
+  let reloadRequested = false;
+  let reload: (() => void) | undefined;
+  process.on("SIGHUP", () => {
+    if (reload) reload();
+    else reloadRequested = true;
+  });
   const server = await startGitalyServer({ config, configPath, logger });
-  process.on("SIGHUP", () => void server.reload());
+  reload = () => void server.reload();
+  if (reloadRequested) reload();
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -83,9 +95,9 @@ export async function main(argv: string[]): Promise<number> {
       return serve(rest[0]);
     case "configuration":
       if (rest[0] !== "validate") break;
-      return runConfigurationValidate(await text(process.stdin), process.stdout, process.stderr);
+      return (await cli()).runConfigurationValidate(await text(process.stdin), process.stdout, process.stderr);
     case "check":
-      return runCheck(rest[0] ?? "", process.stdout, process.stderr);
+      return (await cli()).runCheck(rest[0] ?? "", process.stdout, process.stderr);
     default:
       // `gitaly <config>` is the historic form of `gitaly serve <config>`.
       if (rest.length === 0) return serve(cmd);

@@ -121,7 +121,14 @@ export async function startGitaly(options: GitalyProcessOptions = {}): Promise<G
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const health = createClient(Health, channel(""));
+    // Probe with a short reconnect backoff: grpc-js's default (1 s, growing) would add
+    // whole seconds to every start whose first probe comes before the listener is up.
+    const probe = new grpc.Client(address, grpc.credentials.createInsecure(), {
+      "grpc.initial_reconnect_backoff_ms": 20,
+      "grpc.max_reconnect_backoff_ms": 100,
+    });
+    channels.push(probe);
+    const health = createClient(Health, probe);
     await waitFor(
       "gitaly to serve",
       async () => {

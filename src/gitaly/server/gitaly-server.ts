@@ -5,12 +5,7 @@
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { dirname } from "node:path";
-import {
-  createServer as createTlsServer,
-  type SecureContextOptions,
-  type TLSSocket,
-  type Server as TlsServer,
-} from "node:tls";
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, type Registry } from "prom-client";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -189,11 +184,11 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
 
   // Live reload: the token file, [auth] in the config file, and the TLS key pair.
   const reloadOnce = async () => {
+    const changed: string[] = [];
     try {
       if (options.configPath)
         config = { ...config, auth: (await loadGitalyConfigFile(options.configPath)).config.auth };
       const token = await readToken(config);
-      const changed: string[] = [];
       const current = authenticator.settings;
       if (token !== current.token || config.auth.transitioning !== current.transitioning) {
         authenticator.update({ token, transitioning: config.auth.transitioning });
@@ -205,7 +200,7 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
           // Only new handshakes see the new certificate; live connections keep theirs.
           // Throws on a key that does not match the certificate (a swap half done):
           // the previous pair stays until the other file arrives.
-          tls.setSecureContext(next as SecureContextOptions);
+          tls.setSecureContext(next);
           tlsMaterial = next;
           changed.push("tls");
         }
@@ -218,7 +213,7 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
       }
     } catch (err) {
       // Keep serving with the previous settings; a half-written file is retried on the next change.
-      logger.error({ err }, "reload failed; keeping previous settings");
+      logger.error({ err, changed }, "reload failed; what is not listed in changed keeps its previous settings");
     }
   };
   // Reloads never overlap: one that finished last with files it read first would
