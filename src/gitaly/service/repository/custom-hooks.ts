@@ -23,6 +23,8 @@ export async function* getCustomHooks(deps: RepositoryServiceDeps, req: GetCusto
   const entries = await collectEntries(repoPath, {
     filter: (p) => p === CUSTOM_HOOKS_DIR || p.startsWith(`${CUSTOM_HOOKS_DIR}/`),
   });
+  // Upstream sends no data at all when the repository has no hooks.
+  if (entries.length === 0) return;
   for await (const chunk of packEntries(entries)) {
     yield create(GetCustomHooksResponseSchema, { data: chunk as Buffer });
   }
@@ -79,7 +81,7 @@ export async function setCustomHooks(deps: RepositoryServiceDeps, requests: Asyn
       }
       if (!body.write(req.data)) await new Promise<void>((r) => body.once("drain", () => r()));
     }
-    if (repoPath === undefined) throw invalidArgument("empty Repository");
+    if (repoPath === undefined) throw new RpcError(Code.INTERNAL, "getting first request: EOF");
     body.end();
     await install;
   } catch (err) {

@@ -8,6 +8,7 @@ import {
   OptimizeRepositoryResponseSchema,
   OptimizeRepositoryRequest_Strategy as Strategy,
 } from "../../../gen/repository_pb.js";
+import { Code, invalidArgument, RpcError } from "../../../shared/grpc/errors.js";
 import type { RepositoryServiceDeps } from "./deps.js";
 import { type RepositoryStats, repositoryStats } from "./stats.js";
 
@@ -33,7 +34,7 @@ export function planHousekeeping(stats: RepositoryStats, strategy: Strategy): Ho
   return {
     repack,
     packRefs: stats.references.looseCount > 16,
-    writeCommitGraph: repack !== "none" || stats.commitGraph.chainLength === 0,
+    writeCommitGraph: repack !== "none" || !stats.commitGraph.exists,
     prune: stats.looseObjects.staleCount > 1024,
   };
 }
@@ -44,13 +45,27 @@ export async function optimizeRepository(
   signal?: AbortSignal,
 ) {
   const repoPath = deps.locator.repositoryPath(req.repository);
+  switch (req.strategy) {
+    case Strategy.UNSPECIFIED:
+    case Strategy.HEURISTICAL:
+    case Strategy.EAGER:
+      break;
+    // This node has no offloading configuration, which upstream reports like this.
+    case Strategy.OFFLOADING:
+      throw new RpcError(Code.UNIMPLEMENTED, "offloading feature not enabled", { metadata: { reason: "not enabled" } });
+    case Strategy.REHYDRATION:
+      throw invalidArgument("offloading configuration missing sink URL");
+    default:
+      throw invalidArgument(`unsupported optimization strategy ${req.strategy}`);
+  }
   const plan = planHousekeeping(await repositoryStats(repoPath), req.strategy);
   const git = (subcommand: string, flags: string[], action?: string) =>
     deps.git.run({ repoPath, subcommand, flags, signal, ...(action ? { action } : {}) });
   if (plan.repack === "full") {
     await git("repack", ["-A", "-d", "--write-bitmap-index", "--pack-kept-objects", "-q"]);
   } else if (plan.repack === "incremental") {
-    await git("repack", ["-d", "-q"]);
+    // Bare repositories default to repack.writeBitmaps, which git refuses for incremental repacks.
+    await git("repack", ["-d", "-q", "--no-write-bitmap-index"]);
   }
   if (plan.packRefs) await git("pack-refs", ["--all"]);
   if (plan.prune) await git("prune", ["--expire=2.weeks.ago"]);

@@ -28,7 +28,6 @@ import { ObjectFormat } from "../../../gen/shared_pb.js";
 import { Code, internal, notFound, RpcError } from "../../../shared/grpc/errors.js";
 import { checksumOfShowRef, ZERO_CHECKSUM } from "./checksum.js";
 import type { RepositoryServiceDeps } from "./deps.js";
-import { isGitDirectory } from "./lifecycle.js";
 import { directorySize, repositoryStats } from "./stats.js";
 
 export async function repositorySize(deps: RepositoryServiceDeps, req: RepositorySizeRequest) {
@@ -61,14 +60,21 @@ export async function repositoryInfo(deps: RepositoryServiceDeps, req: Repositor
       staleLooseObjectsCount: u(s.looseObjects.staleCount),
       looseObjectsGarbageCount: u(s.looseObjects.garbageCount),
     }),
-    commitGraph: create(RepositoryInfoResponse_CommitGraphInfoSchema, {
-      commitGraphChainLength: u(s.commitGraph.chainLength),
-    }),
-    bitmap: create(RepositoryInfoResponse_BitmapInfoSchema, { version: s.packfiles.hasBitmap ? 1n : 0n }),
-    multiPackIndex: create(RepositoryInfoResponse_MultiPackIndexInfoSchema, {
-      version: s.multiPackIndex.exists ? 1n : 0n,
-    }),
-    alternates: create(RepositoryInfoResponse_AlternatesInfoSchema, { objectDirectories: s.alternates }),
+    // Like upstream, the optional parts are only present when the repository has them.
+    ...(s.commitGraph.exists
+      ? {
+          commitGraph: create(RepositoryInfoResponse_CommitGraphInfoSchema, {
+            commitGraphChainLength: u(s.commitGraph.chainLength),
+          }),
+        }
+      : {}),
+    ...(s.packfiles.hasBitmap ? { bitmap: create(RepositoryInfoResponse_BitmapInfoSchema, { version: 1n }) } : {}),
+    ...(s.multiPackIndex.exists
+      ? { multiPackIndex: create(RepositoryInfoResponse_MultiPackIndexInfoSchema, { version: 1n }) }
+      : {}),
+    ...(s.alternatesFileExists
+      ? { alternates: create(RepositoryInfoResponse_AlternatesInfoSchema, { objectDirectories: s.alternates }) }
+      : {}),
     isObjectPool: false,
   });
 }
@@ -93,20 +99,32 @@ export async function hasLocalBranches(deps: RepositoryServiceDeps, req: HasLoca
   return create(HasLocalBranchesResponseSchema, { value: stdout.length > 0 });
 }
 
+/** Whether git itself accepts the directory as a bare repository (a broken HEAD fails this). */
+async function isValidBareRepository(deps: RepositoryServiceDeps, path: string): Promise<boolean> {
+  try {
+    const { stdout } = await deps.git.run({ repoPath: path, subcommand: "rev-parse", flags: ["--is-bare-repository"] });
+    return stdout.toString("utf8").trim().toLowerCase() === "true";
+  } catch {
+    return false;
+  }
+}
+
 export async function calculateChecksum(deps: RepositoryServiceDeps, req: CalculateChecksumRequest) {
   const path = deps.locator.repositoryPath(req.repository);
-  let output: string;
+  let output = "";
+  let failed = false;
   try {
     output = (await deps.git.run({ repoPath: path, subcommand: "show-ref", flags: ["--head"] })).stdout.toString(
       "utf8",
     );
   } catch (err) {
-    // show-ref exits 1 when there are no refs at all: an empty but valid repository.
     if (err instanceof RpcError) throw err;
-    output = "";
+    // show-ref exits 1 when there are no refs at all; a corrupt ref store fails too.
+    failed = true;
   }
-  const checksum = checksumOfShowRef(output);
-  if (checksum === ZERO_CHECKSUM && !(await isGitDirectory(path))) {
+  const checksum = failed ? ZERO_CHECKSUM : checksumOfShowRef(output);
+  // As upstream: a zero or failed checksum is only an answer if git accepts the repository.
+  if (checksum === ZERO_CHECKSUM && !(await isValidBareRepository(deps, path))) {
     throw new RpcError(Code.DATA_LOSS, `not a git repository '${path}'`);
   }
   return create(CalculateChecksumResponseSchema, { checksum });
@@ -114,12 +132,15 @@ export async function calculateChecksum(deps: RepositoryServiceDeps, req: Calcul
 
 export async function* getConfig(deps: RepositoryServiceDeps, req: GetConfigRequest) {
   const path = deps.locator.repositoryPath(req.repository);
+  const configPath = join(path, "config");
   let data: Buffer;
   try {
-    data = await readFile(join(path, "config"));
+    data = await readFile(configPath);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT")
-      throw notFound(`opening gitconfig: ${(err as Error).message}`);
+    // Go's *PathError wording, as upstream reports it.
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw notFound(`opening gitconfig: open ${configPath}: no such file or directory`);
+    }
     throw internal(`opening gitconfig: ${(err as Error).message}`, err);
   }
   for (let off = 0; off < data.length; off += 128 * 1024) {

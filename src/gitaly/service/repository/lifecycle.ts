@@ -13,6 +13,7 @@ import {
 } from "../../../gen/repository_pb.js";
 import { ObjectFormat, type Repository } from "../../../gen/shared_pb.js";
 import { alreadyExists, Code, internal, invalidArgument, notFound, RpcError } from "../../../shared/grpc/errors.js";
+import { GitCommandError } from "../../git/command.js";
 import type { RepositoryServiceDeps } from "./deps.js";
 
 async function exists(path: string): Promise<boolean> {
@@ -48,6 +49,11 @@ function objectFormatFlag(format: ObjectFormat): string {
   }
 }
 
+/** Go's %q for the ASCII text git prints: JSON escaping is the same there. */
+function quoted(text: string): string {
+  return JSON.stringify(text);
+}
+
 /**
  * Creates a bare repository beside its final place, then renames it in: a crash or a
  * concurrent creation never leaves a half-initialised repository at the path.
@@ -58,23 +64,31 @@ export async function createBareRepository(
   options: { defaultBranch?: string; objectFormat?: ObjectFormat; signal?: AbortSignal } = {},
 ): Promise<string> {
   const target = deps.locator.repositoryPath(repo, { mustExist: false });
-  if (await exists(target)) throw alreadyExists("repository exists already");
+  // Upstream validates the request (object format included) before looking at the disk.
+  const format = objectFormatFlag(options.objectFormat ?? ObjectFormat.UNSPECIFIED);
+  if (await exists(target)) throw alreadyExists("creating repository: repository exists already");
   const branch = options.defaultBranch || deps.defaultBranch || "main";
   const tmp = await deps.locator.tempDir(repo?.storageName ?? "", "create");
   try {
-    await deps.git.run({
-      subcommand: "init",
-      flags: [
-        "--bare",
-        "--quiet",
-        `--initial-branch=${branch}`,
-        `--object-format=${objectFormatFlag(options.objectFormat ?? ObjectFormat.UNSPECIFIED)}`,
-      ],
-      args: [tmp],
-      signal: options.signal,
-    });
+    try {
+      await deps.git.run({
+        subcommand: "init",
+        flags: ["--bare", "--quiet", `--initial-branch=${branch}`, `--object-format=${format}`],
+        args: [tmp],
+        signal: options.signal,
+      });
+    } catch (err) {
+      if (err instanceof GitCommandError && err.exitCode !== null) {
+        // git itself judges the branch name, as upstream lets it.
+        throw internal(
+          `creating repository: creating repository: exit status ${err.exitCode}, stderr: ${quoted(err.stderr)}`,
+          err,
+        );
+      }
+      throw err;
+    }
     await mkdir(dirname(target), { recursive: true });
-    if (await exists(target)) throw alreadyExists("repository exists already");
+    if (await exists(target)) throw alreadyExists("creating repository: repository exists already");
     await rename(tmp, target);
     return target;
   } catch (err) {
@@ -90,23 +104,20 @@ export async function createRepository(
   signal?: AbortSignal,
 ) {
   const branch = Buffer.from(req.defaultBranch).toString("utf8");
-  if (branch !== "" && (branch.startsWith("-") || /[\s\0:\\]/.test(branch))) {
-    throw invalidArgument(`creating repository: invalid default branch "${branch}"`);
-  }
   await createBareRepository(deps, req.repository, { defaultBranch: branch, objectFormat: req.objectFormat, signal });
   return create(CreateRepositoryResponseSchema);
 }
 
 /** Moves the repository out of the way first, so readers never see it half deleted. */
 export async function removeRepository(deps: RepositoryServiceDeps, req: RemoveRepositoryRequest) {
-  const path = deps.locator.repositoryPath(req.repository, { mustExist: false });
-  if (!(await exists(path))) throw notFound("repository does not exist");
+  // Upstream Gitaly validates existence like every other RPC: NotFound "repository not found".
+  const path = deps.locator.repositoryPath(req.repository);
   const trash = await deps.locator.tempDir(req.repository?.storageName ?? "", "remove");
   try {
     await rename(path, join(trash, "repo"));
   } catch (err) {
     await rm(trash, { recursive: true, force: true });
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw notFound("repository was concurrently removed");
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw notFound("repository does not exist");
     throw new RpcError(Code.INTERNAL, `removing repository: ${(err as Error).message}`);
   }
   await rm(trash, { recursive: true, force: true });

@@ -3,7 +3,7 @@
 // snapshot first; then config, references and objects, and custom hooks are synced.
 // References and objects are fetched with `git fetch` through gitaly-ssh, which
 // calls the source's SSHUploadPackWithSidechannel, so only missing objects travel.
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
@@ -138,6 +138,23 @@ async function syncReferences(
   }
 }
 
+/** Whether `dir` has a git repository anywhere below it (namespace directories do). */
+async function containsRepository(dir: string, depth = 0): Promise<boolean> {
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  for (const e of entries) {
+    if (!e.isDirectory()) continue;
+    const sub = join(dir, e.name);
+    if (await isGitDirectory(sub)) return true;
+    if (depth < 8 && (await containsRepository(sub, depth + 1))) return true;
+  }
+  return false;
+}
+
 export async function replicateRepository(
   deps: RepositoryServiceDeps,
   req: ReplicateRepositoryRequest,
@@ -176,7 +193,11 @@ export async function replicateRepository(
 
     const targetPath = deps.locator.repositoryPath(target, { mustExist: false });
     if (!(await isGitDirectory(targetPath))) {
-      // Something that is not a repository is in the way: replace it.
+      // Something that is not a repository is in the way (a failed earlier attempt):
+      // replace it, but never a directory that holds other repositories.
+      if (await containsRepository(targetPath)) {
+        throw new RpcError(Code.FAILED_PRECONDITION, "target path is not a repository but contains repositories");
+      }
       await rm(targetPath, { recursive: true, force: true });
       await createFromSnapshot(deps, client, source, target);
     }

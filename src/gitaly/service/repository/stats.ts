@@ -21,8 +21,10 @@ export interface RepositoryStats {
     reverseIndexCount: number;
     hasBitmap: boolean;
   };
-  commitGraph: { chainLength: number };
+  /** chainLength counts the graphs of a split chain; a single commit-graph file has none. */
+  commitGraph: { exists: boolean; chainLength: number };
   multiPackIndex: { exists: boolean };
+  alternatesFileExists: boolean;
   alternates: string[];
 }
 
@@ -115,19 +117,23 @@ export async function repositoryStats(repoPath: string, now = Date.now()): Promi
   }
 
   let chainLength = 0;
+  let commitGraphExists = false;
   try {
     const chain = await readFile(join(objects, "info", "commit-graphs", "commit-graph-chain"), "utf8");
     chainLength = chain.split("\n").filter((l) => l.trim() !== "").length;
+    commitGraphExists = true;
   } catch {
-    chainLength = (await sizeOf(join(objects, "info", "commit-graph"))) > 0 ? 1 : 0;
+    commitGraphExists = (await sizeOf(join(objects, "info", "commit-graph"))) > 0;
   }
 
   let alternates: string[] = [];
+  let alternatesFileExists = false;
   try {
     alternates = (await readFile(join(objects, "info", "alternates"), "utf8"))
       .split("\n")
       .map((l) => l.trim())
       .filter((l) => l !== "" && !l.startsWith("#"));
+    alternatesFileExists = true;
   } catch {
     // No alternates.
   }
@@ -140,8 +146,9 @@ export async function repositoryStats(repoPath: string, now = Date.now()): Promi
     },
     looseObjects,
     packfiles,
-    commitGraph: { chainLength },
+    commitGraph: { exists: commitGraphExists, chainLength },
     multiPackIndex: { exists: names.has("multi-pack-index") },
+    alternatesFileExists,
     alternates,
   };
 }
