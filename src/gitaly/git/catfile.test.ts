@@ -230,3 +230,25 @@ describe("CatfileCache", () => {
     await expect(cache.reader(repo.path)).rejects.toThrow(/closed/);
   });
 });
+
+describe("CatfileCache relative path-scoped revisions", () => {
+  it("answers HEAD:./x as missing and keeps serving other requests", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "catfile-rel-"));
+    const fixture = createStandardRepository(join(dir, "repo.git"));
+    const cache = new CatfileCache(new GitCommandFactory());
+    try {
+      const reader = await cache.reader(fixture.path);
+      const [a, b, c] = await Promise.all([
+        reader.info("HEAD:./README.md"),
+        reader.info("HEAD:../README.md"),
+        reader.info("HEAD:README.md"),
+      ]);
+      expect(a).toBeNull();
+      expect(b).toBeNull();
+      expect(c?.type).toBe("blob");
+    } finally {
+      await cache.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -350,6 +350,11 @@ export class CatfileCache {
       // would end the request early, and a leading '-' are still refused.
       validateRevision(revision, { allowPathScopedRevisions: true });
       const bytes = typeof revision === "string" ? Buffer.from(revision, "utf8") : Buffer.from(revision);
+      // "<rev>:./path" and "<rev>:../path" are relative to a work tree; in a bare
+      // repository cat-file dies on them, failing every request queued behind. No
+      // object can be named that way here, so answer "missing" without asking git.
+      const colon = bytes.indexOf(0x3a);
+      if (colon !== -1 && /^\.\.?\//.test(bytes.subarray(colon + 1).toString("latin1"))) return null;
       return this.processFor(key, repoPath, options, nulOutput).request(kind, bytes);
     };
     return {
