@@ -8,9 +8,13 @@ import { dirname } from "node:path";
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, type Registry } from "prom-client";
+import { BlobService } from "../../gen/blob_pb.js";
+import { CommitService } from "../../gen/commit_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { RefService } from "../../gen/ref_pb.js";
 import { RepositoryService } from "../../gen/repository_pb.js";
 import { ServerService } from "../../gen/server_pb.js";
+import { SmartHTTPService } from "../../gen/smarthttp_pb.js";
 import { SSHService } from "../../gen/ssh_pb.js";
 import { parseListenAddress } from "../../shared/config/listen-address.js";
 import { type FileWatcher, watchFiles } from "../../shared/file-watch.js";
@@ -23,11 +27,16 @@ import { loadGitalyConfigFile } from "../config/load.js";
 import type { GitalyConfig } from "../config/schema.js";
 import { CatfileCache } from "../git/catfile.js";
 import { GitCommandFactory } from "../git/command.js";
+import { startNodeHooks } from "../hooks/internal-server.js";
 import { ConcurrencyLimiter } from "../limiter/concurrency-limiter.js";
 import { limiterInterceptor, targetRepositoryKey } from "../limiter/interceptor.js";
+import { blobService } from "../service/blob/blob-service.js";
+import { commitService } from "../service/commit/commit-service.js";
 import { HealthState, healthService } from "../service/health/health-service.js";
+import { refService } from "../service/ref/ref-service.js";
 import { repositoryService } from "../service/repository/repository-service.js";
 import { serverService } from "../service/server/server-service.js";
+import { smartHttpService } from "../service/smarthttp/smarthttp-service.js";
 import { sshService } from "../service/ssh/ssh-service.js";
 import { StorageLocator } from "../storage/locator.js";
 import { ensureStorageMetadata, readFilesystemId } from "../storage/metadata.js";
@@ -111,7 +120,10 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
         quietMethods: new Set(["/grpc.health.v1.Health/Check"]),
       }),
       authInterceptor(authenticator),
-      limiterInterceptor(limiter, targetRepositoryKey([RepositoryService, SSHService])),
+      limiterInterceptor(
+        limiter,
+        targetRepositoryKey([RepositoryService, SSHService, SmartHTTPService, RefService, CommitService, BlobService]),
+      ),
     ],
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     "grpc.max_send_message_length": 16 * 1024 * 1024,
@@ -120,11 +132,29 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
   const locator = new StorageLocator(config.storage);
   const git = new GitCommandFactory({ extraConfig: config.git.config });
   const catfile = new CatfileCache(git, { maxEntries: config.git.catfile_cache_size });
-  const deps = { locator, git, catfile, logger, config };
+  // The internal socket (HookService only, its own token) and the hook scripts git runs.
+  const nodeHooks = await startNodeHooks({
+    config,
+    locator,
+    logger,
+    interceptors: [observabilityInterceptor({ logger, metrics: grpcMetrics })],
+  });
+  const deps = { locator, git, catfile, logger, config, hooks: nodeHooks.environment, registry };
   addService(
     server,
     Health,
-    healthService(health, new Set(["gitaly.ServerService", "gitaly.RepositoryService", "gitaly.SSHService"])),
+    healthService(
+      health,
+      new Set([
+        "gitaly.ServerService",
+        "gitaly.RepositoryService",
+        "gitaly.SSHService",
+        "gitaly.SmartHTTPService",
+        "gitaly.RefService",
+        "gitaly.CommitService",
+        "gitaly.BlobService",
+      ]),
+    ),
   );
   addService(
     server,
@@ -139,6 +169,10 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
   );
   addService(server, RepositoryService, repositoryService(deps));
   addService(server, SSHService, sshService(deps));
+  addService(server, SmartHTTPService, smartHttpService(deps));
+  addService(server, RefService, refService({ ...deps, transactions: nodeHooks.transactions }));
+  addService(server, CommitService, commitService(deps));
+  addService(server, BlobService, blobService(deps));
 
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const accept = (type: "tcp" | "tls" | "unix") => (socket: Socket | TLSSocket) => {
@@ -272,6 +306,8 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
       });
       injector.destroy();
       await catfile.close();
+      // After the drain: hooks of pushes still in flight needed the internal socket.
+      await nodeHooks.close();
       await metricsServer?.close();
       if (config.socket_path) await rm(config.socket_path, { force: true });
     },
