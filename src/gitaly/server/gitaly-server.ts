@@ -5,6 +5,7 @@
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { dirname } from "node:path";
+import type { Duplex } from "node:stream";
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, type Registry } from "prom-client";
@@ -80,6 +81,36 @@ function listen(server: NetServer | TlsServer, address: { host: string; port: nu
     if (typeof address === "string") server.listen(address, done);
     else server.listen(address.port, address.host, done);
   });
+}
+
+/** The gRPC connections handed to grpc-js, so shutdown can wait for them to close. */
+class OpenConnections {
+  private readonly open = new Set<Duplex>();
+  private waiters: (() => void)[] = [];
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  add(conn: Duplex): void {
+    this.open.add(conn);
+    conn.once("close", () => {
+      this.open.delete(conn);
+      if (this.open.size === 0) for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  /** Resolves true once every connection has closed, false if `timeoutMs` passes first. */
+  waitForNone(timeoutMs: number): Promise<boolean> {
+    if (this.open.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
 }
 
 export async function startGitalyServer(options: GitalyServerOptions): Promise<GitalyServer> {
@@ -175,10 +206,17 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
   addService(server, BlobService, blobService(deps));
 
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const openConnections = new OpenConnections();
   const accept = (type: "tcp" | "tls" | "unix") => (socket: Socket | TLSSocket) => {
     connections.inc({ type });
     socket.on("error", (err) => logger.debug({ err, type }, "connection error"));
-    listenmux(socket, { onGrpcConnection: (duplex) => injector.injectConnection(duplex), logger });
+    listenmux(socket, {
+      onGrpcConnection: (duplex) => {
+        openConnections.add(duplex);
+        injector.injectConnection(duplex);
+      },
+      logger,
+    });
   };
 
   const listeners: (NetServer | TlsServer)[] = [];
@@ -293,17 +331,17 @@ export async function startGitalyServer(options: GitalyServerOptions): Promise<G
       watcher?.close();
       for (const l of listeners) l.close();
       const timeoutMs = config.graceful_restart_timeout;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          logger.warn({ timeoutMs }, "graceful shutdown timed out; cancelling remaining calls");
-          server.forceShutdown();
-          resolve();
-        }, timeoutMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      // GOAWAY on every connection: no new calls, the ones in flight go on, and each
+      // connection closes once its last stream is done and flushed. grpc-js's
+      // tryShutdown does not wait for injected connections, so we watch them close.
+      injector.drain(timeoutMs);
+      if (!(await openConnections.waitForNone(timeoutMs))) {
+        logger.warn(
+          { timeoutMs, open: openConnections.size },
+          "graceful shutdown timed out; cancelling remaining calls",
+        );
+      }
+      server.forceShutdown();
       injector.destroy();
       await catfile.close();
       // After the drain: hooks of pushes still in flight needed the internal socket.
