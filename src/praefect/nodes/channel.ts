@@ -1,0 +1,43 @@
+// grpc-js channels to Gitaly nodes: one per node, signing every call with the node's own token
+// (Gitaly's v2 scheme mints a token per call), reconnecting quickly after the node restarts.
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
+import * as grpc from "@grpc/grpc-js";
+import { v2AuthInterceptor } from "../../shared/auth/v2-token.js";
+import { parseNodeAddress } from "../config/node-address.js";
+
+/**
+ * Trusted roots for tls:// nodes: Node's bundle, plus the file named by SSL_CERT_FILE (which Go,
+ * and therefore upstream Praefect, adds to its system pool) so private CAs work the same way.
+ */
+export function nodeRootCertificates(env: NodeJS.ProcessEnv = process.env): Buffer | null {
+  const file = env.SSL_CERT_FILE;
+  if (!file) return null;
+  return Buffer.concat([Buffer.from(`${rootCertificates.join("\n")}\n`), readFileSync(file)]);
+}
+
+export interface NodeChannelOptions {
+  /** Extra channel options (tests shorten backoffs further). */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** A channel to `address` (tcp://, tls://, unix:, dns:) that signs every call with `token` ("" = none). */
+export function createNodeChannel(address: string, token: string, options: NodeChannelOptions = {}): grpc.Client {
+  const parsed = parseNodeAddress(address);
+  const credentials = parsed.tls
+    ? grpc.credentials.createSsl(nodeRootCertificates())
+    : grpc.credentials.createInsecure();
+  return new grpc.Client(parsed.grpcTarget, credentials, {
+    interceptors: token === "" ? [] : [v2AuthInterceptor(token)],
+    // grpc-js backs off up to 2 min between reconnects by default; a node back from a restart
+    // must be seen by the next health checks, not minutes later.
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1_000,
+    // Praefect relays whatever Gitaly sends; the 4 MiB default would cut large messages.
+    "grpc.max_receive_message_length": -1,
+    "grpc.max_send_message_length": -1,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    ...options.channelOptions,
+  });
+}
