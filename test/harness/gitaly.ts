@@ -25,6 +25,13 @@ export interface GitalyProcessOptions {
   unixSocket?: boolean;
   /** Extra TOML appended to the config. */
   extraToml?: string;
+  /**
+   * Run in this directory (storages, config, logs) instead of a fresh temp one: restarts a node
+   * killed earlier on its own data. stop() still removes it.
+   */
+  dir?: string;
+  /** Listen on this port (default: a free one); with `dir`, a restarted node keeps its address. */
+  port?: number;
 }
 
 export interface GitalyProcess {
@@ -53,7 +60,8 @@ function tomlString(s: string): string {
 }
 
 export async function startGitaly(options: GitalyProcessOptions = {}): Promise<GitalyProcess> {
-  const dir = mkdtempSync(join(tmpdir(), "gitaly-proc-"));
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "gitaly-proc-"));
+  mkdirSync(dir, { recursive: true });
   const storages = (options.storages ?? ["default"]).map((name) => {
     const path = join(dir, "storages", name);
     mkdirSync(path, { recursive: true });
@@ -62,7 +70,7 @@ export async function startGitaly(options: GitalyProcessOptions = {}): Promise<G
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, options.token ?? "", { mode: 0o600 });
   chmodSync(tokenFile, 0o600);
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const metricsPort = await freePort();
   const tlsPort = options.tlsCa ? await freePort() : undefined;
   const socketPath = options.unixSocket ? join(dir, "gitaly.socket") : undefined;
