@@ -52,7 +52,7 @@ describe("loadPraefectConfig", () => {
       {
         name: "default",
         default_replication_factor: 0,
-        node: [{ storage: "gitaly-1", address: "tcp://127.0.0.1:8075", token: "secret-1" }],
+        node: [{ storage: "gitaly-1", address: "tcp://127.0.0.1:8075", token: "secret-1", token_file: "" }],
       },
     ]);
     expect(storageNames(config)).toEqual({ default: ["gitaly-1"] });
@@ -325,5 +325,51 @@ describe("parseNodeAddress", () => {
   test("rejects other forms in upstream's words", () => {
     expect(() => parseNodeAddress("gitaly:8075")).toThrow('invalid connection string: "gitaly:8075"');
     expect(() => parseNodeAddress("tcp://")).toThrow(/invalid connection string/);
+  });
+});
+
+describe("node token files", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "praefect-node-token-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const config = (node: string) => `listen_addr = "127.0.0.1:2305"
+
+[[virtual_storage]]
+name = "default"
+
+[[virtual_storage.node]]
+storage = "gitaly-1"
+address = "tcp://127.0.0.1:8075"
+${node}
+
+[database]
+host = "127.0.0.1"
+dbname = "praefect"
+`;
+
+  test("reads the node token from token_file, so configs never hold it", async () => {
+    await writeFile(join(dir, "node-token"), "secret-node-token\n", { mode: 0o600 });
+    const path = join(dir, "a.toml");
+    await writeFile(path, config(`token_file = ${JSON.stringify(join(dir, "node-token"))}`));
+    const { config: loaded, warnings } = await loadPraefectConfigFile(path);
+    expect(warnings).toEqual([]);
+    expect(loaded.virtual_storage[0]?.node[0]?.token).toBe("secret-node-token");
+  });
+
+  test("refuses token together with token_file, and a missing file", async () => {
+    expect(errorsOf(config(`token = "x"\ntoken_file = "/tmp/x"`))).toContainEqual({
+      key: "virtual_storage[0].node[0].token_file",
+      message: "token and token_file are mutually exclusive",
+    });
+    const path = join(dir, "b.toml");
+    await writeFile(path, config(`token_file = ${JSON.stringify(join(dir, "missing"))}`));
+    await expect(loadPraefectConfigFile(path)).rejects.toThrow(
+      /virtual_storage\[0\]\.node\[0\]\.token_file: reading token file/,
+    );
   });
 });

@@ -1,6 +1,7 @@
 // Loading Praefect's config.toml: pure text → validated config plus warnings. Nothing here touches
 // the disk except loadPraefectConfigFile's single read; on-disk checks live in environment.ts.
 import { readFile } from "node:fs/promises";
+import { readSecretFile } from "../../shared/config/fs-checks.js";
 import { ConfigError, type ConfigWarning, configIssue } from "../../shared/config/issues.js";
 import { parseTomlConfig, valueAt } from "../../shared/config/toml.js";
 import { type PraefectConfig, praefectConfigSchema } from "./schema.js";
@@ -68,5 +69,26 @@ export async function loadPraefectConfigFile(path: string): Promise<LoadedPraefe
   } catch (error) {
     throw new Error(`reading configuration ${JSON.stringify(path)}: ${(error as Error).message}`, { cause: error });
   }
-  return loadPraefectConfig(text, { path });
+  const loaded = loadPraefectConfig(text, { path });
+  await resolveNodeTokenFiles(loaded.config);
+  return loaded;
+}
+
+/** Fills each node's `token` from its `token_file` (trimmed, like [auth] token_file). */
+export async function resolveNodeTokenFiles(config: PraefectConfig): Promise<void> {
+  for (const [v, vs] of config.virtual_storage.entries()) {
+    for (const [n, node] of vs.node.entries()) {
+      if (node.token_file === "") continue;
+      try {
+        node.token = await readSecretFile(node.token_file);
+      } catch (error) {
+        throw new ConfigError([
+          configIssue(
+            ["virtual_storage", v, "node", n, "token_file"],
+            `reading token file: ${(error as Error).message}`,
+          ),
+        ]);
+      }
+    }
+  }
 }

@@ -65,18 +65,29 @@ export function stripListenScheme(addr: string, scheme: "tcp" | "tls" | "unix"):
   return addr.startsWith(prefix) ? addr.slice(prefix.length) : addr;
 }
 
-const nodeSchema = z.object({
-  storage: notBlank(),
-  address: z.string().superRefine((address, ctx) => {
-    if (address.trim() === "") {
-      ctx.addIssue({ code: "custom", message: "blank or empty" });
-      return;
+const nodeSchema = z
+  .object({
+    storage: notBlank(),
+    address: z.string().superRefine((address, ctx) => {
+      if (address.trim() === "") {
+        ctx.addIssue({ code: "custom", message: "blank or empty" });
+        return;
+      }
+      const problem = nodeAddressProblem(address);
+      if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+    }),
+    token: str(),
+    /**
+     * Not in upstream: the node's token read from a file, so a rendered config (a
+     * Kubernetes ConfigMap) never holds the secret. Read at load time into `token`.
+     */
+    token_file: str(),
+  })
+  .superRefine((node, ctx) => {
+    if (node.token !== "" && node.token_file !== "") {
+      ctx.addIssue({ code: "custom", path: ["token_file"], message: "token and token_file are mutually exclusive" });
     }
-    const problem = nodeAddressProblem(address);
-    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
-  }),
-  token: str(),
-});
+  });
 export type NodeConfig = z.output<typeof nodeSchema>;
 
 const virtualStorageSchema = z
