@@ -10,15 +10,11 @@ import {
   type PostReceivePackResponse,
   PostReceivePackResponseSchema,
 } from "../../../gen/smarthttp_pb.js";
-import { Code, invalidArgument, RpcError } from "../../../shared/grpc/errors.js";
+import { Code, RpcError } from "../../../shared/grpc/errors.js";
 import { callSignal } from "../repository/repository-service.js";
-import {
-  parseGitConfigOptions,
-  protocolEnvForCall,
-  type TransportDeps,
-  type TransportMetrics,
-} from "../ssh/git-options.js";
+import type { TransportDeps, TransportMetrics } from "../ssh/git-options.js";
 import { GitRunError, runGit } from "../ssh/git-process.js";
+import { prepareReceivePack } from "../ssh/receive-pack-setup.js";
 import { firstRequest, pumpRequestsToStdin, requestReader, sendMessage } from "../ssh/rpc-streams.js";
 
 type Call = grpc.ServerDuplexStream<PostReceivePackRequest, PostReceivePackResponse>;
@@ -28,33 +24,11 @@ export async function postReceivePack(deps: TransportDeps, metrics: TransportMet
   const requests = requestReader<PostReceivePackRequest>(call);
   const req = await firstRequest(requests);
   if (!req) throw new RpcError(Code.INTERNAL, "EOF");
-  deps.logger.debug(
-    {
-      GlID: req.glId,
-      GlRepository: req.glRepository,
-      GlUsername: req.glUsername,
-      GitConfigOptions: req.gitConfigOptions,
-    },
-    "PostReceivePack",
-  );
-  if (req.glId === "") throw invalidArgument("empty GlId");
-  if (req.data.length > 0) throw invalidArgument("non-empty Data");
-  const repository = req.repository;
-  const repoPath = deps.locator.repositoryPath(repository);
-  if (!repository) throw invalidArgument("repository not set");
-
-  const config = parseGitConfigOptions(req.gitConfigOptions);
-  const env = protocolEnvForCall(
-    metrics,
-    deps.logger,
-    { service: "gitaly.SmartHTTPService", method: "PostReceivePack" },
-    req.gitProtocol,
-  );
-  const hooks = await deps.hooks.forCall(call, repository, {
-    glId: req.glId,
-    glUsername: req.glUsername,
-    glRepository: req.glRepository,
+  const { repository, repoPath, config, env, hooks } = await prepareReceivePack(deps, metrics, call, req, {
+    service: "gitaly.SmartHTTPService",
+    method: "PostReceivePack",
     protocol: "http",
+    firstData: { length: req.data.length, message: "non-empty Data" },
   });
 
   try {

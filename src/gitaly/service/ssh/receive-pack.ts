@@ -10,10 +10,11 @@ import {
   type SSHReceivePackResponse,
   SSHReceivePackResponseSchema,
 } from "../../../gen/ssh_pb.js";
-import { Code, invalidArgument, RpcError } from "../../../shared/grpc/errors.js";
+import { Code, RpcError } from "../../../shared/grpc/errors.js";
 import { callSignal } from "../repository/repository-service.js";
-import { parseGitConfigOptions, protocolEnvForCall, type TransportDeps, type TransportMetrics } from "./git-options.js";
+import type { TransportDeps, TransportMetrics } from "./git-options.js";
 import { CLIENT_HUNG_UP, GitRunError, runGit } from "./git-process.js";
+import { prepareReceivePack } from "./receive-pack-setup.js";
 import { firstRequest, pumpRequestsToStdin, requestReader, sendMessage } from "./rpc-streams.js";
 
 type Call = grpc.ServerDuplexStream<SSHReceivePackRequest, SSHReceivePackResponse>;
@@ -23,34 +24,11 @@ export async function sshReceivePack(deps: TransportDeps, metrics: TransportMetr
   const requests = requestReader<SSHReceivePackRequest>(call);
   const req = await firstRequest(requests);
   if (!req) throw new RpcError(Code.INTERNAL, "EOF");
-  deps.logger.debug(
-    {
-      GlID: req.glId,
-      GlRepository: req.glRepository,
-      GlUsername: req.glUsername,
-      GitConfigOptions: req.gitConfigOptions,
-      GitProtocol: req.gitProtocol,
-    },
-    "SSHReceivePack",
-  );
-  if (req.glId === "") throw invalidArgument("empty GlId");
-  if (req.stdin.length > 0) throw invalidArgument("non-empty data in first request");
-  const repository = req.repository;
-  const repoPath = deps.locator.repositoryPath(repository);
-  if (!repository) throw invalidArgument("repository not set");
-
-  const config = parseGitConfigOptions(req.gitConfigOptions);
-  const env = protocolEnvForCall(
-    metrics,
-    deps.logger,
-    { service: "gitaly.SSHService", method: "SSHReceivePack" },
-    req.gitProtocol,
-  );
-  const hooks = await deps.hooks.forCall(call, repository, {
-    glId: req.glId,
-    glUsername: req.glUsername,
-    glRepository: req.glRepository,
+  const { repoPath, config, env, hooks } = await prepareReceivePack(deps, metrics, call, req, {
+    service: "gitaly.SSHService",
+    method: "SSHReceivePack",
     protocol: "ssh",
+    firstData: { length: req.stdin.length, message: "non-empty data in first request" },
   });
 
   const send = (message: MessageInitShape<typeof SSHReceivePackResponseSchema>) =>
