@@ -12,46 +12,22 @@ import {
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { waitFor } from "../../src/shared/net.js";
 import { type Envtest, startEnvtest } from "../harness/envtest.js";
+import { widgetCrd as buildWidgetCrd } from "../harness/widget-crd.js";
 
 const group = "smoke.gitaly.dev";
 const version = "v1";
 const plural = "widgets";
 const namespace = "smoke";
 
-const widgetCrd = {
-  apiVersion: "apiextensions.k8s.io/v1",
-  kind: "CustomResourceDefinition",
-  metadata: { name: `${plural}.${group}` },
+const widgetCrd = buildWidgetCrd({
+  group,
   spec: {
-    group,
-    scope: "Namespaced",
-    names: { plural, singular: "widget", kind: "Widget", listKind: "WidgetList" },
-    versions: [
-      {
-        name: version,
-        served: true,
-        storage: true,
-        subresources: { status: {} },
-        schema: {
-          openAPIV3Schema: {
-            type: "object",
-            properties: {
-              spec: {
-                type: "object",
-                required: ["size"],
-                properties: { size: { type: "integer", minimum: 1 }, color: { type: "string" } },
-              },
-              status: {
-                type: "object",
-                properties: { phase: { type: "string" }, observedGeneration: { type: "integer" } },
-              },
-            },
-          },
-        },
-      },
-    ],
+    type: "object",
+    required: ["size"],
+    properties: { size: { type: "integer", minimum: 1 }, color: { type: "string" } },
   },
-};
+  status: { phase: { type: "string" }, observedGeneration: { type: "integer" } },
+});
 
 interface Widget {
   apiVersion: string;

@@ -18,6 +18,7 @@ import { emitEvent } from "../../../src/controller/reconcile/events.js";
 import { type ResourceEvent, watchResource } from "../../../src/controller/reconcile/watch.js";
 import { waitFor } from "../../../src/shared/net.js";
 import { type Envtest, startEnvtest } from "../../harness/envtest.js";
+import { widgetCrd as buildWidgetCrd } from "../../harness/widget-crd.js";
 import { kubeConfigVia, serverPort } from "./reconcile-kubeconfig.js";
 import { startTcpProxy, type TcpProxy } from "./reconcile-tcp-proxy.js";
 
@@ -26,40 +27,15 @@ const group = "reconcile.gitaly.dev";
 const version = "v1";
 const plural = "widgets";
 
-const widgetCrd = {
-  apiVersion: "apiextensions.k8s.io/v1",
-  kind: "CustomResourceDefinition",
-  metadata: { name: `${plural}.${group}` },
-  spec: {
-    group,
-    scope: "Namespaced",
-    names: { plural, singular: "widget", kind: "Widget", listKind: "WidgetList" },
-    versions: [
-      {
-        name: version,
-        served: true,
-        storage: true,
-        subresources: { status: {} },
-        schema: {
-          openAPIV3Schema: {
-            type: "object",
-            properties: {
-              spec: { type: "object", properties: { color: { type: "string" } } },
-              status: {
-                type: "object",
-                properties: {
-                  phase: { type: "string" },
-                  message: { type: "string" },
-                  observedGeneration: { type: "integer" },
-                },
-              },
-            },
-          },
-        },
-      },
-    ],
+const widgetCrd = buildWidgetCrd({
+  group,
+  spec: { type: "object", properties: { color: { type: "string" } } },
+  status: {
+    phase: { type: "string" },
+    message: { type: "string" },
+    observedGeneration: { type: "integer" },
   },
-};
+});
 
 interface Widget extends KubernetesObject {
   spec?: { color?: string };
