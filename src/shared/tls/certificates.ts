@@ -5,7 +5,7 @@
 // @peculiar/x509 resolves its ASN.1 providers through tsyringe, which needs the
 // Reflect metadata polyfill loaded first.
 import "reflect-metadata";
-import { webcrypto } from "node:crypto";
+import { createPrivateKey, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
 
@@ -19,8 +19,8 @@ x509.cryptoProvider.set(crypto as unknown as ReturnType<typeof x509.cryptoProvid
 const KEY_ALGORITHM: webcrypto.EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
 const SIGNING_ALGORITHM: webcrypto.EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
 const DAY_MS = 24 * 60 * 60 * 1000;
-// Certificates start a little in the past so a peer whose clock lags still accepts them.
-const BACKDATE_MS = 5 * 60 * 1000;
+/** Certificates start this long before they are issued so a peer whose clock lags still accepts them. */
+export const BACKDATE_MS = 5 * 60 * 1000;
 
 export interface PemPair {
   certificate: string;
@@ -43,8 +43,49 @@ export interface LeafOptions {
   /** DNS names and IP addresses; each goes into subjectAltName with its proper type. */
   hosts?: string[];
   validityDays?: number;
+  /** Validity in milliseconds; takes precedence over validityDays (the operator's durations are Go durations). */
+  validityMs?: number;
   usage?: "server" | "client" | "both";
   now?: Date;
+}
+
+export interface CaOptions {
+  validityDays?: number;
+  /** Takes precedence over validityDays. */
+  validityMs?: number;
+  now?: Date;
+}
+
+/** What a certificate says about itself, read without verifying anything. */
+export interface CertificateInfo {
+  subject: string;
+  issuer: string;
+  /** Lower-case hex, as issued. */
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** subjectAltName DNS entries, in certificate order. */
+  dnsNames: string[];
+  /** subjectAltName IP entries, in certificate order. */
+  ipAddresses: string[];
+  /** basicConstraints CA, and keyCertSign when the certificate restricts its key usage. */
+  isCa: boolean;
+}
+
+// X.509 stores times with whole seconds; rounding here keeps the Dates we return equal to
+// what a reader of the certificate sees, so renewal arithmetic agrees on both sides.
+function wholeSeconds(ms: number): Date {
+  return new Date(Math.floor(ms / 1000) * 1000);
+}
+
+function validityPeriod(now: Date, validityMs: number): { notBefore: Date; notAfter: Date } {
+  if (!Number.isFinite(validityMs) || validityMs <= 0) {
+    throw new Error(`certificate validity must be a positive duration, got ${validityMs} ms`);
+  }
+  return {
+    notBefore: wholeSeconds(now.getTime() - BACKDATE_MS),
+    notAfter: wholeSeconds(now.getTime() + validityMs),
+  };
 }
 
 async function exportKey(key: CryptoKey): Promise<string> {
@@ -61,14 +102,15 @@ function serial(): string {
 
 export async function createCertificateAuthority(
   commonName: string,
-  { validityDays = 3650, now = new Date() }: { validityDays?: number; now?: Date } = {},
+  { validityDays = 3650, validityMs, now = new Date() }: CaOptions = {},
 ): Promise<CertificateAuthority> {
+  const { notBefore, notAfter } = validityPeriod(now, validityMs ?? validityDays * DAY_MS);
   const keys = (await crypto.subtle.generateKey(KEY_ALGORITHM, true, ["sign", "verify"])) as CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: `CN=${commonName}`,
-    notBefore: new Date(now.getTime() - BACKDATE_MS),
-    notAfter: new Date(now.getTime() + validityDays * DAY_MS),
+    notBefore,
+    notAfter,
     keys,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
@@ -88,16 +130,16 @@ export async function createCertificateAuthority(
 /** Re-creates a CA from its PEM files, e.g. read back from a Kubernetes Secret. */
 export async function loadCertificateAuthority(pem: PemPair): Promise<CertificateAuthority> {
   const cert = new x509.X509Certificate(pem.certificate);
-  const der = x509.PemConverter.decodeFirst(pem.privateKey);
+  // Through a KeyObject so SEC1 ("EC PRIVATE KEY", what openssl writes) loads as well as PKCS#8.
+  const der = createPrivateKey(pem.privateKey).export({ type: "pkcs8", format: "der" });
   const key = await crypto.subtle.importKey("pkcs8", der, KEY_ALGORITHM, true, ["sign"]);
   return { cert, key, certificate: pem.certificate, privateKey: pem.privateKey };
 }
 
 export async function issueCertificate(ca: CertificateAuthority, options: LeafOptions): Promise<IssuedCertificate> {
-  const { commonName, hosts = [], validityDays = 90, usage = "server", now = new Date() } = options;
+  const { commonName, hosts = [], validityDays = 90, validityMs, usage = "server", now = new Date() } = options;
+  const { notBefore, notAfter } = validityPeriod(now, validityMs ?? validityDays * DAY_MS);
   const keys = (await crypto.subtle.generateKey(KEY_ALGORITHM, true, ["sign", "verify"])) as CryptoKeyPair;
-  const notBefore = new Date(now.getTime() - BACKDATE_MS);
-  const notAfter = new Date(now.getTime() + validityDays * DAY_MS);
   const ekus: string[] = [];
   if (usage !== "client") ekus.push(x509.ExtendedKeyUsage.serverAuth);
   if (usage !== "server") ekus.push(x509.ExtendedKeyUsage.clientAuth);
@@ -131,5 +173,35 @@ export async function issueCertificate(ca: CertificateAuthority, options: LeafOp
     notBefore,
     notAfter,
     serialNumber,
+  };
+}
+
+/**
+ * Parses a PEM certificate (the first one of a bundle) without verifying it. Throws an Error
+ * that says what was wrong, so a caller can report a damaged Secret instead of a DER offset.
+ */
+export function readCertificate(pem: string): CertificateInfo {
+  if (!/-----BEGIN CERTIFICATE-----/.test(pem)) {
+    throw new Error("not a PEM certificate: no -----BEGIN CERTIFICATE----- block");
+  }
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(pem);
+  } catch (err) {
+    throw new Error(`not a valid X.509 certificate: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const names = cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [];
+  const basic = cert.getExtension(x509.BasicConstraintsExtension);
+  const usages = cert.getExtension(x509.KeyUsagesExtension);
+  const canSign = usages === null || (usages.usages & x509.KeyUsageFlags.keyCertSign) !== 0;
+  return {
+    subject: cert.subject,
+    issuer: cert.issuer,
+    serialNumber: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    dnsNames: names.filter((n) => n.type === "dns").map((n) => n.value),
+    ipAddresses: names.filter((n) => n.type === "ip").map((n) => n.value),
+    isCa: basic?.ca === true && canSign,
   };
 }
