@@ -1,7 +1,9 @@
 // The CustomResourceDefinition of GitalyCluster, generated from the zod schemas.
 // crds/gitalyclusters.gitaly.dev.yaml is this output; `node scripts/gen-crd.mjs` writes
 // it and `--check` fails when the committed file is stale.
+
 import { dump } from "js-yaml";
+import { MAX_CLUSTER_NAME_LENGTH } from "../resources/names.js";
 import { type OpenApiSchema, toOpenApiSchema } from "./openapi.js";
 import { CRD_NAME, GROUP, KIND, LIST_KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION } from "./resource.js";
 import { gitalyClusterSpecSchema, gitalyClusterStatusSchema } from "./schema.js";
@@ -47,6 +49,12 @@ export function gitalyClusterOpenApiSchema(): OpenApiSchema {
     description: "A Gitaly Cluster: Gitaly nodes behind Praefect routers, with their database, TLS and tokens.",
     type: "object",
     required: ["spec"],
+    "x-kubernetes-validations": [
+      {
+        rule: `self.metadata.name.size() <= ${MAX_CLUSTER_NAME_LENGTH}`,
+        message: `metadata.name must be at most ${MAX_CLUSTER_NAME_LENGTH} characters: the names of the StatefulSets and Jobs derived from it must fit Kubernetes' 63-character limit`,
+      },
+    ],
     properties: {
       apiVersion: { type: "string" },
       kind: { type: "string" },

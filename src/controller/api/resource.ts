@@ -28,8 +28,10 @@ export interface GitalyClusterMetadata {
   resourceVersion?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
-  creationTimestamp?: string;
-  deletionTimestamp?: string;
+  // client-node's KubernetesObject types these as Date; from our informers they are RFC 3339
+  // strings. Only their presence is used.
+  creationTimestamp?: Date;
+  deletionTimestamp?: Date;
 }
 
 /** A GitalyCluster as read from the API server (defaults applied by the server). */

@@ -32,7 +32,7 @@ export function clusterObjectNames(cluster: string): ClusterObjectNames {
     gitalyConfig: `${cluster}-gitaly-config`,
     praefect: `${cluster}-praefect`,
     praefectConfig: `${cluster}-praefect-config`,
-    migrationJobPrefix: `${cluster}-praefect-migrate`,
+    migrationJobPrefix: `${cluster}-migrate`,
     postgres: `${cluster}-postgres`,
     postgresSecret: `${cluster}-postgres`,
     praefectToken: `${cluster}-praefect-token`,
@@ -49,3 +49,10 @@ export function clusterObjectNames(cluster: string): ClusterObjectNames {
 export function gitalyStorageNames(cluster: string, replicas: number): string[] {
   return Array.from({ length: replicas }, (_, i) => storageName(cluster, i));
 }
+
+/**
+ * Longest cluster name whose derived names still fit: `<name>-postgres` as a StatefulSet (its
+ * pods' controller-revision-hash label holds the name plus 11 characters, at most 63) and
+ * `<name>-migrate-<10 hex>` as a Job (its pods' job-name label, at most 63).
+ */
+export const MAX_CLUSTER_NAME_LENGTH = 43;

@@ -95,13 +95,19 @@ describe("checkGitalyEnvironment", () => {
     await writeFile(open, "t");
     await chmod(open, 0o644);
     expect(await problems(load("", `[auth]\ntoken_file = "${open}"`))).toEqual([
-      "auth.token_file: file permission 0644 is too permissive, should be 0600 or 0400",
+      "auth.token_file: file permission 0644 is too permissive, should be 0600 or 0400 (0440 or 0640 under a pod's fsGroup)",
     ]);
 
     const readOnly = join(dir, "ro-token");
     await writeFile(readOnly, "t");
     await chmod(readOnly, 0o400);
     expect(await problems(load("", `[auth]\ntoken_file = "${readOnly}"`))).toEqual([]);
+
+    // What a Kubernetes Secret volume under fsGroup looks like.
+    await chmod(readOnly, 0o440);
+    expect(await problems(load("", `[auth]\ntoken_file = "${readOnly}"`))).toEqual([]);
+    await chmod(readOnly, 0o444);
+    expect(await problems(load("", `[auth]\ntoken_file = "${readOnly}"`))).toHaveLength(1);
   });
 
   test("reports missing, unparsable, switched and mismatched TLS files", async () => {

@@ -252,7 +252,7 @@ describe("checkPraefectEnvironment", () => {
       {
         key: "auth.token_file",
         path: ["auth", "token_file"],
-        message: "file permission 0644 is too permissive, should be 0600 or 0400",
+        message: "file permission 0644 is too permissive, should be 0600 or 0400 (0440 or 0640 under a pod's fsGroup)",
       },
     ]);
     const missing = join(dir, "missing");

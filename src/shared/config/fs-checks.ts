@@ -104,18 +104,27 @@ export async function readSecretFile(path: string): Promise<string> {
 }
 
 /**
- * An auth token file: it exists, is readable, and (as upstream requires, as an error) has mode
- * 0600 or 0400 exactly.
+ * An auth token file: it exists, is readable, and gives nothing to other users and no write to
+ * the group. Upstream accepts 0600 and 0400 only; we also accept the group-readable 0440 and
+ * 0640, because a Kubernetes Secret volume under a pod's fsGroup is always group-readable
+ * (the kubelet ORs 0440 into every file), and a pod must be able to validate its own config.
  */
+const TOKEN_FILE_MODES = new Set([0o600, 0o400, 0o640, 0o440]);
+
 export async function checkTokenFile(path: string, at: readonly KeySegment[]): Promise<ConfigIssue[]> {
   const missing = await checkFile(path, at);
   if (missing !== null) return [missing];
   const issues: ConfigIssue[] = [];
   try {
     const perm = (await stat(path)).mode & 0o777;
-    if (perm !== 0o600 && perm !== 0o400) {
+    if (!TOKEN_FILE_MODES.has(perm)) {
       const octal = perm === 0 ? "0" : `0${perm.toString(8)}`;
-      issues.push(configIssue(at, `file permission ${octal} is too permissive, should be 0600 or 0400`));
+      issues.push(
+        configIssue(
+          at,
+          `file permission ${octal} is too permissive, should be 0600 or 0400 (0440 or 0640 under a pod's fsGroup)`,
+        ),
+      );
     }
     await readFile(path);
   } catch (error) {
