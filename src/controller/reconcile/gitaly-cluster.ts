@@ -33,7 +33,10 @@ import {
   type BuildInput,
   buildClusterObjects,
   CA_CERT_KEY,
+  CERT_MANAGER_API_VERSION,
+  type CertManagerCertificate,
   type ClusterObjectNames,
+  certManagerCertificate,
   clusterObjectNames,
   LABEL_COMPONENT,
   LABEL_INSTANCE,
@@ -88,6 +91,8 @@ export interface GitalyClusterControllerOptions {
   resyncPeriodMs?: number;
   now?: () => Date;
   events?: EventRecorder;
+  /** How often to look again for inputs that cannot be watched (user Secrets, cert-manager). Default 15 s. */
+  missingInputRetryMs?: number;
 }
 
 export const DEFAULT_POSTGRES_IMAGE = "docker.io/library/postgres:17.6";
@@ -95,6 +100,13 @@ export const DEFAULT_POSTGRES_IMAGE = "docker.io/library/postgres:17.6";
 const MISSING_INPUT_RETRY_MS = 15_000;
 /** Never sleep longer than this on a certificate renewal date (clock jumps, long validity). */
 const MAX_REQUEUE_MS = 12 * 3600_000;
+
+interface TlsInputs {
+  observation: ClusterObservation["tls"];
+  issued?: BuildInput["tls"];
+  clientCa?: string;
+  requeueAfterMs?: number;
+}
 
 class WaitingError extends Error {
   constructor(
@@ -114,10 +126,12 @@ export class GitalyClusterReconciler {
   readonly controller: Controller<GitalyCluster>;
   private readonly events: EventRecorder;
   private readonly now: () => Date;
+  private readonly retryMs: number;
 
   constructor(private readonly opts: GitalyClusterControllerOptions) {
     this.events = opts.events ?? new EventRecorder(opts.kubeConfig);
     this.now = opts.now ?? (() => new Date());
+    this.retryMs = opts.missingInputRetryMs ?? MISSING_INPUT_RETRY_MS;
     this.controller = new Controller<GitalyCluster>({
       name: CONTROLLER_NAME,
       kubeConfig: opts.kubeConfig,
@@ -240,7 +254,7 @@ export class GitalyClusterReconciler {
         { ...base, scaleDownRefused, waitingFor: { reason: err.reason, message: err.message } },
         {},
       );
-      return { requeueAfterMs: MISSING_INPUT_RETRY_MS };
+      return { requeueAfterMs: this.retryMs };
     }
 
     const objects = buildClusterObjects(input);
@@ -399,12 +413,7 @@ export class GitalyClusterReconciler {
     spec: ResolvedGitalyClusterSpec,
     names: ClusterObjectNames,
     gitalyReplicas: number,
-  ): Promise<{
-    observation: ClusterObservation["tls"] & { notAfter?: string; secretName?: string };
-    issued?: BuildInput["tls"];
-    clientCa?: string;
-    requeueAfterMs?: number;
-  }> {
+  ): Promise<TlsInputs> {
     const ns = cluster.metadata.namespace ?? "";
     const mode = spec.tls.mode;
     if (mode === "Disabled") {
@@ -429,17 +438,7 @@ export class GitalyClusterReconciler {
         ...(ca ? { clientCa: ca } : {}),
       };
     }
-    if (mode === "CertManager") {
-      // Not provisioned by this operator yet: say so instead of pretending.
-      return {
-        observation: {
-          mode,
-          ready: false,
-          reason: "CertManagerUnsupported",
-          message: "spec.tls.mode CertManager is not supported by this operator version; use SelfSigned or Secret",
-        },
-      };
-    }
+    if (mode === "CertManager") return this.certManagerInputs(cluster, spec, names, gitalyReplicas);
     // SelfSigned: the operator CA. Read both Secrets fresh: a stale cache would re-issue.
     const caSecret = await this.getSecret(ns, names.ca);
     const servingSecret = await this.getSecret(ns, names.tls);
@@ -496,6 +495,70 @@ export class GitalyClusterReconciler {
       },
       clientCa: result.ca.certificate,
       requeueAfterMs: Math.max(1000, result.renewAt.getTime() - now.getTime()),
+    };
+  }
+
+  /** Applies the cert-manager Certificate and reports whether its Secret is ready to mount. */
+  private async certManagerInputs(
+    cluster: GitalyCluster,
+    spec: ResolvedGitalyClusterSpec,
+    names: ClusterObjectNames,
+    gitalyReplicas: number,
+  ): Promise<TlsInputs> {
+    const ns = cluster.metadata.namespace ?? "";
+    const certificate = certManagerCertificate({
+      cluster: { name: cluster.metadata.name, namespace: ns, uid: cluster.metadata.uid ?? "" },
+      spec,
+      gitalyReplicas,
+      ...(this.opts.clusterDomain ? { clusterDomain: this.opts.clusterDomain } : {}),
+      defaultImage: this.opts.defaultImage,
+      defaultPostgresImage: "",
+      generated: {},
+      clientToken: "",
+    });
+    if (!certificate) throw new Error("spec.tls.issuerRef is required with mode CertManager");
+    let stored: CertManagerCertificate;
+    try {
+      stored = await applyObject(this.opts.kubeConfig, certificate);
+    } catch (err) {
+      if (httpStatusOf(err) === 404 || /resource mapping not found|could not find|not found/i.test(String(err))) {
+        return {
+          observation: {
+            mode: "CertManager",
+            ready: false,
+            reason: "CertManagerNotInstalled",
+            message: `spec.tls.mode is CertManager but the API server does not serve ${CERT_MANAGER_API_VERSION} Certificate: install cert-manager, or choose SelfSigned or Secret`,
+          },
+          requeueAfterMs: this.retryMs,
+        };
+      }
+      throw err;
+    }
+    const ready = stored.status?.conditions?.find((c) => c.type === "Ready");
+    const secret = await this.getSecret(ns, names.tls);
+    const cert = secretValue(secret, TLS_CERT_KEY);
+    const ca = secretValue(secret, CA_CERT_KEY);
+    if (ready?.status !== "True" || !cert) {
+      return {
+        observation: {
+          mode: "CertManager",
+          ready: false,
+          reason: "CertificateNotReady",
+          message: `cert-manager Certificate ${names.tls} (issuer ${spec.tls.issuerRef?.kind}/${spec.tls.issuerRef?.name}) is not ready${ready?.message ? `: ${ready.message}` : ""}`,
+        },
+        requeueAfterMs: this.retryMs,
+      };
+    }
+    return {
+      observation: {
+        mode: "CertManager",
+        ready: true,
+        reason: "CertificateReady",
+        message: `cert-manager Certificate ${names.tls} is ready`,
+        secretName: names.tls,
+        ...notAfterOf(cert),
+      },
+      ...(ca ? { clientCa: ca } : {}),
     };
   }
 

@@ -84,6 +84,7 @@ export function applyOrder(objects: ClusterObjects): KubernetesObject[] {
   ];
 }
 
+export * from "./certificate.js";
 export * from "./configs.js";
 export * from "./input.js";
 export * from "./migration.js";

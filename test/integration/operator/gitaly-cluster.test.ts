@@ -21,9 +21,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { GitalyCluster } from "../../../src/controller/api/resource.js";
 import { GitalyClusterReconciler } from "../../../src/controller/reconcile/gitaly-cluster.js";
 import { kubeRequest } from "../../../src/controller/reconcile/kube-http.js";
+import type { CertManagerCertificate } from "../../../src/controller/resources/certificate.js";
 import { createLogger } from "../../../src/shared/logging.js";
 import { waitFor } from "../../../src/shared/net.js";
-import { createCertificateAuthority, readCertificate } from "../../../src/shared/tls/certificates.js";
+import { createCertificateAuthority, issueCertificate, readCertificate } from "../../../src/shared/tls/certificates.js";
 import { type Envtest, startEnvtest } from "../../harness/envtest.js";
 import {
   applyCluster,
@@ -111,6 +112,7 @@ describe("GitalyCluster reconciler on a real kube-apiserver", () => {
       registry: new Registry(),
       now: () => new Date(Date.now() + clockOffsetMs),
       resyncPeriodMs: 0,
+      missingInputRetryMs: 1000,
       concurrency: 4,
     });
     await reconciler.start();
@@ -423,5 +425,93 @@ describe("GitalyCluster reconciler on a real kube-apiserver", () => {
     const client = await waitForObject<V1Secret>(kc, core("secrets", "byo-token-gitaly-client"), undefined, 60_000);
     expect(decode(client, "token")).toBe("token-from-gitlab-admin");
     expect(await getObject(kc, core("secrets", "byo-token-praefect-token"))).toBeUndefined();
+  });
+
+  it("CertManager mode: says when cert-manager is missing, then uses the Certificate's Secret", async () => {
+    const name = "certs";
+    await applyCluster(kc, ns, name, {
+      gitaly: { replicas: 2, storage: { size: "1Gi" } },
+      database: { managed: { storage: { size: "1Gi" } } },
+      tls: { mode: "CertManager", issuerRef: { name: "internal-ca", kind: "ClusterIssuer" } },
+    });
+    const missing = await waitFor("CertManagerNotInstalled", async () => {
+      const c = await getCluster(kc, ns, name);
+      return condition(c, "TLSReady")?.reason === "CertManagerNotInstalled" ? c : undefined;
+    });
+    expect(condition(missing, "TLSReady")?.message).toMatch(/install cert-manager/);
+
+    // A stand-in for cert-manager's CRD: the operator only needs the API to exist.
+    await kubeRequest(kc, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+      method: "POST",
+      body: {
+        apiVersion: "apiextensions.k8s.io/v1",
+        kind: "CustomResourceDefinition",
+        metadata: { name: "certificates.cert-manager.io" },
+        spec: {
+          group: "cert-manager.io",
+          names: { kind: "Certificate", plural: "certificates", singular: "certificate", listKind: "CertificateList" },
+          scope: "Namespaced",
+          versions: [
+            {
+              name: "v1",
+              served: true,
+              storage: true,
+              subresources: { status: {} },
+              schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
+            },
+          ],
+        },
+      },
+    });
+    const certPath = `/apis/cert-manager.io/v1/namespaces/${ns}/certificates/${name}-tls`;
+    type Certificate = CertManagerCertificate;
+    const certificate = await waitForObject<Certificate>(kc, certPath, undefined, 60_000);
+    expect(certificate.spec.issuerRef).toEqual({
+      name: "internal-ca",
+      kind: "ClusterIssuer",
+      group: "cert-manager.io",
+    });
+    expect(certificate.spec.secretName).toBe(`${name}-tls`);
+    expect(certificate.spec.dnsNames).toContain(`${name}-gitaly-1.${name}-gitaly.${ns}.svc`);
+    expect(certificate.spec.dnsNames).toContain(`${name}-praefect.${ns}.svc`);
+    expect(certificate.spec.ipAddresses).toContain("127.0.0.1");
+    await waitFor("CertificateNotReady", async () => {
+      const c = await getCluster(kc, ns, name);
+      return condition(c, "TLSReady")?.reason === "CertificateNotReady";
+    });
+
+    // What cert-manager would do: write the Secret, then mark the Certificate Ready.
+    const ca = await createCertificateAuthority("cert-manager test CA");
+    const leaf = await issueCertificate(ca, { commonName: `${name}-gitaly`, hosts: certificate.spec.dnsNames });
+    await kubeRequest(kc, core("secrets"), {
+      method: "POST",
+      body: {
+        apiVersion: "v1",
+        kind: "Secret",
+        type: "kubernetes.io/tls",
+        metadata: { name: `${name}-tls` },
+        stringData: { "tls.crt": leaf.certificate, "tls.key": leaf.privateKey, "ca.crt": ca.certificate },
+      },
+    });
+    await kubeRequest(kc, `${certPath}/status`, {
+      method: "PATCH",
+      contentType: "application/merge-patch+json",
+      body: { status: { conditions: [{ type: "Ready", status: "True", reason: "Ready", message: "issued" }] } },
+    });
+    const ready = await waitFor(
+      "TLSReady",
+      async () => {
+        const c = await getCluster(kc, ns, name);
+        return condition(c, "TLSReady")?.status === "True" ? c : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(condition(ready, "TLSReady")?.reason).toBe("CertificateReady");
+    const client = await waitForObject<V1Secret>(
+      kc,
+      core("secrets", `${name}-gitaly-client`),
+      (s) => decode(s, "ca.crt") !== undefined,
+    );
+    expect(decode(client, "ca.crt")).toBe(ca.certificate);
   });
 });
