@@ -99,7 +99,7 @@ export function parseOperatorFlags(argv: string[], env: NodeJS.ProcessEnv): Oper
     .map((s) => s.trim())
     .filter((s) => s !== "");
   for (const ns of list) {
-    if (ns !== "*" && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns)) {
+    if (ns !== "*" && (ns.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns))) {
       throw new UsageError(`--namespaces: ${JSON.stringify(ns)} is not a namespace name`);
     }
   }

@@ -96,7 +96,7 @@ export function computeStatus(o: ClusterObservation): ComputedStatus {
       : o.migrations.state === "succeeded"
         ? c("DatabaseReady", true, "ExternalDatabaseReachable", "sql-ping reached the external database")
         : o.migrations.state === "failed"
-          ? c("DatabaseReady", false, "ExternalDatabaseUnreachable", o.migrations.message)
+          ? c("DatabaseReady", false, "MigrationJobFailed", `sql-ping or sql-migrate failed: ${o.migrations.message}`)
           : c("DatabaseReady", "unknown", "Checking", "waiting for the migration Job's sql-ping");
 
   const m = o.migrations;
@@ -144,7 +144,13 @@ export function computeStatus(o: ClusterObservation): ComputedStatus {
   if (m.state === "failed") degradedReasons.push({ reason: "MigrationFailed", message: migrations.message });
   if (o.storageResize && !o.storageResize.ok)
     degradedReasons.push({ reason: "VolumeExpansionFailed", message: o.storageResize.message });
-  if (o.wasReady && o.gitaly && o.gitaly.readyReplicas < o.gitaly.replicas)
+  // Lost, not merely rolling out or scaling up: every pod runs the current template, yet not all are ready.
+  if (
+    o.wasReady &&
+    o.gitaly &&
+    o.gitaly.updatedReplicas >= o.gitaly.replicas &&
+    o.gitaly.readyReplicas < o.gitaly.replicas
+  )
     degradedReasons.push({ reason: "GitalyNodesUnavailable", message: describeWorkload("Gitaly", o.gitaly) });
 
   const ready = problems.length === 0;

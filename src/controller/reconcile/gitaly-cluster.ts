@@ -177,7 +177,11 @@ export class GitalyClusterReconciler {
         reason: "Pending",
         message: "not checked yet",
       },
-      wasReady: isTrue(cluster.status?.conditions, "Ready") || cluster.status?.phase === "Updating",
+      // Degraded and Updating are only reached from Ready; Failed can be reached from both.
+      wasReady:
+        isTrue(cluster.status?.conditions, "Ready") ||
+        cluster.status?.phase === "Updating" ||
+        cluster.status?.phase === "Degraded",
     } satisfies Partial<ClusterObservation>;
 
     if (base.paused) {
@@ -622,9 +626,16 @@ export class GitalyClusterReconciler {
   ): Promise<ReturnType<typeof computeStatus>> {
     const computed = computeStatus(observation);
     const previous = cluster.status;
-    const conditions = mergeConditions(previous?.conditions, computed.conditions, observation.generation, this.now(), [
-      "AuthRotationInProgress",
-    ]);
+    // While paused, the other conditions keep their last value: alerts and `kubectl wait` must
+    // not see a Ready cluster flip because nobody is looking.
+    const keep = observation.paused ? (previous?.conditions ?? []).map((c) => c.type) : ["TokenRotation"];
+    const conditions = mergeConditions(
+      previous?.conditions,
+      computed.conditions,
+      observation.generation,
+      this.now(),
+      keep,
+    );
     const status: GitalyClusterStatus = {
       observedGeneration: observation.generation,
       phase: computed.phase,
