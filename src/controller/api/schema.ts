@@ -267,7 +267,13 @@ export const tlsSpecSchema = withRules(
 export const tokenRotationSchema = z
   .object({
     generation: withRules(
-      z.int().min(0).default(0).describe("Bump to rotate the generated tokens without downtime. Never decreases."),
+      z
+        .int()
+        .min(0)
+        .default(0)
+        .describe(
+          "Bump to rotate both tokens without downtime (auth transitioning). Never decreases. Abort a rotation with the annotation gitaly.dev/abort-rotation set to its generation.",
+        ),
       [
         {
           rule: "self >= oldSelf",
@@ -278,7 +284,7 @@ export const tokenRotationSchema = z
       ],
     ),
   })
-  .describe("Token rotation: status.tokens.generation catches up with generation when a rotation finishes.");
+  .describe("Token rotation: status.auth.generation catches up with generation when a rotation finishes.");
 
 export const authSpecSchema = z
   .object({
@@ -354,7 +360,7 @@ export const conditionTypes = [
   "DatabaseReady",
   "MigrationsApplied",
   "TLSReady",
-  "AuthRotationInProgress",
+  "TokenRotation",
   "ReconciliationPaused",
 ] as const;
 
@@ -384,6 +390,11 @@ export const conditionSchema = z.object({
   message: z.string().max(32768).describe("Human-readable details."),
 });
 
+const tokenGenerationsSchema = z.object({
+  internal: z.string().max(64).describe("Internal token (Praefect to Gitaly)."),
+  client: z.string().max(64).describe("Client token (GitLab to Praefect)."),
+});
+
 const replicaStatus = (what: string) =>
   z
     .object({
@@ -407,18 +418,30 @@ export const gitalyClusterStatusSchema = z
       })
       .optional()
       .describe("TLS certificates in use."),
-    tokens: z
+    auth: z
       .object({
-        generation: z.int().min(0).optional().describe("spec.auth.rotation.generation of the tokens in use."),
-        lastRotated: dateTime().optional().describe("When the last rotation finished."),
-        state: z
-          .string()
-          .max(64)
+        phase: z
+          .enum(["Stable", "Transitioning", "RollingOut", "Verifying", "Enforcing"])
           .optional()
-          .describe("Step of the rotation in progress; empty when none is (owned by the rotation controller)."),
+          .describe("Step of the token rotation; Stable when none is in progress."),
+        generation: z.int().min(0).optional().describe("Rotation generation of the tokens in force."),
+        targetGeneration: z.int().min(0).optional().describe("Generation being rotated to."),
+        aborting: z.boolean().optional().describe("The rotation is going back to the old tokens."),
+        abortedGeneration: z.int().min(0).optional().describe("Last generation whose rotation was aborted."),
+        outcome: z.enum(["Completed", "Aborted"]).optional().describe("How the last rotation ended."),
+        startedAt: dateTime().optional().describe("When the current or last rotation started."),
+        finishedAt: dateTime().optional().describe("When the last rotation finished."),
+        lastObservation: z.string().max(4096).optional().describe("What the rotation saw last, or what it waits on."),
+        from: tokenGenerationsSchema.optional().describe("Generations (hash prefixes) of the tokens before."),
+        to: tokenGenerationsSchema.optional().describe("Generations (hash prefixes) of the tokens after."),
+        quietSince: dateTime().optional().describe("Verifying: start of the current period without failures."),
+        baseline: z
+          .record(z.string(), z.int().min(0))
+          .optional()
+          .describe("Verifying: failure counts per server at quietSince."),
       })
       .optional()
-      .describe("Authentication tokens in use."),
+      .describe("Token rotation (never a token value: generations are hash prefixes)."),
     migrations: z
       .object({
         applied: z.int().min(0).optional().describe("Praefect schema migrations applied."),

@@ -81,7 +81,7 @@ describe("mergeConditions", () => {
   it("drops previous conditions that are not desired", () => {
     const before = mergeConditions(
       undefined,
-      [desired("Ready", "True"), desired("ReconciliationPaused", "True"), desired("AuthRotationInProgress", "True")],
+      [desired("Ready", "True"), desired("ReconciliationPaused", "True"), desired("TokenRotation", "True")],
       1,
       T0,
     );
@@ -91,7 +91,7 @@ describe("mergeConditions", () => {
 
   it("keeps a condition owned by another writer untouched when listed in keep", () => {
     const rotation: Condition = {
-      type: "AuthRotationInProgress",
+      type: "TokenRotation",
       status: "True",
       observedGeneration: 3,
       lastTransitionTime: "2024-12-31T23:59:59Z",
@@ -99,7 +99,7 @@ describe("mergeConditions", () => {
       message: "step 2 of 3",
     };
     const before = [...mergeConditions(undefined, [desired("Ready", "True")], 3, T0), rotation];
-    const after = mergeConditions(before, [desired("Ready", "True")], 5, T1, ["AuthRotationInProgress"]);
+    const after = mergeConditions(before, [desired("Ready", "True")], 5, T1, ["TokenRotation"]);
     expect(after).toEqual([
       {
         type: "Ready",
@@ -114,10 +114,8 @@ describe("mergeConditions", () => {
   });
 
   it("a kept type that is also desired appears once, as desired", () => {
-    const before = mergeConditions(undefined, [desired("AuthRotationInProgress", "True")], 1, T0);
-    const after = mergeConditions(before, [desired("AuthRotationInProgress", "False")], 2, T1, [
-      "AuthRotationInProgress",
-    ]);
+    const before = mergeConditions(undefined, [desired("TokenRotation", "True")], 1, T0);
+    const after = mergeConditions(before, [desired("TokenRotation", "False")], 2, T1, ["TokenRotation"]);
     expect(after).toHaveLength(1);
     expect(after[0]).toMatchObject({
       status: "False",
@@ -127,7 +125,7 @@ describe("mergeConditions", () => {
   });
 
   it("a kept type absent from previous adds nothing", () => {
-    const after = mergeConditions(undefined, [desired("Ready", "True")], 1, T0, ["AuthRotationInProgress"]);
+    const after = mergeConditions(undefined, [desired("Ready", "True")], 1, T0, ["TokenRotation"]);
     expect(after.map((c) => c.type)).toEqual(["Ready"]);
   });
 

@@ -14,6 +14,7 @@ import type {
 } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { tokenGeneration } from "../../gitaly/auth/authenticator.js";
 import { readCertificate } from "../../shared/tls/certificates.js";
 import {
   API_VERSION,
@@ -43,12 +44,25 @@ import {
   LABEL_MANAGED_BY,
   MANAGED_BY,
   MAX_CLUSTER_NAME_LENGTH,
+  NEW_TOKEN_KEY,
+  OLD_TOKEN_KEY,
   objectLabels,
   secretValue,
   TLS_CERT_KEY,
   TLS_KEY_KEY,
   TOKEN_FILE_NAME,
 } from "../resources/index.js";
+import {
+  initialRotationState,
+  type ProcessSample,
+  type RotationState,
+  rotationWanted,
+  type StepInput,
+  stepRotation,
+  type TokenKind,
+} from "../rotation/machine.js";
+import { type ScrapeTarget, scrapeTargets } from "../rotation/scrape.js";
+import { prepareTokens, type StoredToken, type StoredTokens, tokensAfterStep } from "../rotation/tokens.js";
 import { ensureClusterCertificates, servingCertificateHosts } from "../tls/index.js";
 import { applyObject, setOwnerReference, updateStatus } from "./apply.js";
 import {
@@ -57,10 +71,11 @@ import {
   type JobObservation,
   type WorkloadObservation,
 } from "./cluster-status.js";
-import { isTrue, mergeConditions } from "./conditions.js";
+import { type DesiredCondition, isTrue, mergeConditions } from "./conditions.js";
 import { Controller, type ReconcileRequest, type ReconcileResult } from "./controller.js";
 import { EventRecorder } from "./events.js";
 import { httpStatusOf, kubeRequest } from "./kube-http.js";
+import { podScrapeTargets, rotationCondition, rotationStateFromStatus, rotationStatus } from "./rotation-status.js";
 
 export const CONTROLLER_NAME = "gitalycluster";
 const MANAGED_SELECTOR = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
@@ -93,7 +108,18 @@ export interface GitalyClusterControllerOptions {
   events?: EventRecorder;
   /** How often to look again for inputs that cannot be watched (user Secrets, cert-manager). Default 15 s. */
   missingInputRetryMs?: number;
+  /** Where the rotation reads each server's metrics; default: the pods' IPs. */
+  scrapeTargets?: (cluster: GitalyCluster) => Promise<ScrapeTarget[]>;
+  /** Failures must stay at zero this long before enforcement returns. Default 60 s. */
+  rotationQuietPeriodMs?: number;
+  /** Observation interval while a rotation is in progress. Default 5 s. */
+  rotationIntervalMs?: number;
 }
+
+/** Annotation that aborts the rotation to the generation it names. */
+export const ABORT_ROTATION_ANNOTATION = "gitaly.dev/abort-rotation";
+const DEFAULT_QUIET_PERIOD_MS = 60_000;
+const DEFAULT_ROTATION_INTERVAL_MS = 5_000;
 
 export const DEFAULT_POSTGRES_IMAGE = "docker.io/library/postgres:17.6";
 /** Re-check inputs the operator cannot watch (user Secrets) this often while they are missing. */
@@ -227,10 +253,20 @@ export class GitalyClusterReconciler {
     }
 
     let input: BuildInput;
+    let rotation: Awaited<ReturnType<GitalyClusterReconciler["rotate"]>>;
     let tls: ClusterObservation["tls"];
     let requeueAfterMs: number | undefined;
     try {
-      const secrets = await this.secretInputs(cluster, spec, names);
+      const rotating =
+        (cluster.status?.auth?.phase ?? "Stable") !== "Stable" ||
+        spec.auth.rotation.generation > (cluster.status?.auth?.generation ?? spec.auth.rotation.generation);
+      const secrets = await this.secretInputs(
+        cluster,
+        spec,
+        names,
+        rotating || spec.auth.gitalyTokenSecretRef !== undefined || spec.auth.praefectTokenSecretRef !== undefined,
+      );
+      rotation = await this.rotate(cluster, spec, secrets.stored, secrets.user);
       const tlsInputs = await this.tlsInputs(cluster, spec, names, gitalyReplicas);
       tls = tlsInputs.observation;
       requeueAfterMs = tlsInputs.requeueAfterMs;
@@ -245,8 +281,9 @@ export class GitalyClusterReconciler {
           ...claimSize(deployedGitaly, "gitaly"),
           ...claimSize(this.cached<V1StatefulSet>(OWNED_PATHS.statefulSets, req.namespace, names.postgres), "postgres"),
         },
-        generated: secrets.generated,
-        clientToken: secrets.clientToken,
+        ...(secrets.databasePassword !== undefined ? { databasePassword: secrets.databasePassword } : {}),
+        tokens: rotation.tokens,
+        transitioning: rotation.transitioning,
         ...(tlsInputs.issued ? { tls: tlsInputs.issued } : {}),
         ...(tlsInputs.clientCa ? { clientCa: tlsInputs.clientCa } : {}),
       };
@@ -296,7 +333,12 @@ export class GitalyClusterReconciler {
       ...(spec.database.managed ? { database: workload(get<V1StatefulSet>("StatefulSet", names.postgres)) } : {}),
     };
     const certificates = tls.ready && tls.notAfter ? { secretName: tls.secretName, notAfter: tls.notAfter } : undefined;
-    const computed = await this.publish(cluster, observation, { ...(certificates ? { certificates } : {}) });
+    const computed = await this.publish(
+      cluster,
+      observation,
+      { ...(certificates ? { certificates } : {}), auth: rotationStatus(rotation.state) },
+      rotationCondition(rotation),
+    );
     if (computed.phase === "Ready" && cluster.status?.phase !== "Ready") {
       await this.emit(cluster, "Normal", "Ready", "every Gitaly node and Praefect router is ready");
     }
@@ -306,43 +348,134 @@ export class GitalyClusterReconciler {
     ) {
       await this.emit(cluster, "Normal", "Migrated", `Job ${observation.migrations.name} applied the Praefect schema`);
     }
+    if (rotation.state.phase !== "Stable") {
+      // The rotation advances on observations of the servers, which the API server does not announce.
+      requeueAfterMs = Math.min(
+        requeueAfterMs ?? Number.POSITIVE_INFINITY,
+        this.opts.rotationIntervalMs ?? DEFAULT_ROTATION_INTERVAL_MS,
+      );
+    }
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs: Math.min(requeueAfterMs, MAX_REQUEUE_MS) };
   }
 
   // ---------------------------------------------------------------------------------
   // Inputs
 
-  /** Generated secrets (created once, read back) and the client token. */
+  /**
+   * The database password (generated once) and the token Secrets' contents. A token the user
+   * brings is read from their Secret and copied into ours by the rotation.
+   */
   private async secretInputs(
     cluster: GitalyCluster,
     spec: ResolvedGitalyClusterSpec,
     names: ClusterObjectNames,
-  ): Promise<{ generated: BuildInput["generated"]; clientToken: string }> {
+    fresh: boolean,
+  ): Promise<{ databasePassword?: string; stored: StoredTokens; user: Partial<Record<TokenKind, string>> }> {
     const ns = cluster.metadata.namespace ?? "";
-    const generated: BuildInput["generated"] = {};
-    const want: { field: keyof BuildInput["generated"]; name: string; key: string; component: "auth" | "postgres" }[] =
-      [];
-    if (!spec.auth.praefectTokenSecretRef)
-      want.push({ field: "praefectToken", name: names.praefectToken, key: TOKEN_FILE_NAME, component: "auth" });
-    if (!spec.auth.gitalyTokenSecretRef)
-      want.push({ field: "gitalyToken", name: names.gitalyToken, key: TOKEN_FILE_NAME, component: "auth" });
-    if (spec.database.managed)
-      want.push({ field: "databasePassword", name: names.postgresSecret, key: "password", component: "postgres" });
-    for (const w of want) {
-      generated[w.field] = await this.ensureGeneratedSecret(cluster, ns, w.name, w.key, w.component);
-    }
-    // Secrets the user brings: read them (not watched), and say which one is missing.
     for (const [field, ref] of [
-      ["spec.auth.gitalyTokenSecretRef", spec.auth.gitalyTokenSecretRef],
       ["spec.database.external.passwordSecretRef", spec.database.external?.passwordSecretRef],
       ["spec.database.external.caSecretRef", spec.database.external?.caSecretRef],
     ] as const) {
       if (ref) await this.userSecretValue(ns, ref, field);
     }
-    const clientToken = spec.auth.praefectTokenSecretRef
-      ? await this.userSecretValue(ns, spec.auth.praefectTokenSecretRef, "spec.auth.praefectTokenSecretRef")
-      : (generated.praefectToken ?? "");
-    return { generated, clientToken };
+    const user: Partial<Record<TokenKind, string>> = {};
+    if (spec.auth.gitalyTokenSecretRef)
+      user.internal = await this.userSecretValue(ns, spec.auth.gitalyTokenSecretRef, "spec.auth.gitalyTokenSecretRef");
+    if (spec.auth.praefectTokenSecretRef)
+      user.client = await this.userSecretValue(
+        ns,
+        spec.auth.praefectTokenSecretRef,
+        "spec.auth.praefectTokenSecretRef",
+      );
+    const databasePassword = spec.database.managed
+      ? await this.ensureGeneratedSecret(cluster, ns, names.postgresSecret, "password", "postgres", randomToken())
+      : undefined;
+    const read = async (name: string, initial: string): Promise<StoredToken> => {
+      // During a rotation the Secret is the memory of old and new tokens: read it fresh.
+      const secret = fresh ? await this.getSecret(ns, name) : this.cached<V1Secret>(OWNED_PATHS.secrets, ns, name);
+      const token = secretValue(secret, TOKEN_FILE_NAME);
+      if (!secret || !token) {
+        return { token: await this.ensureGeneratedSecret(cluster, ns, name, TOKEN_FILE_NAME, "auth", initial) };
+      }
+      const old = secretValue(secret, OLD_TOKEN_KEY);
+      const next = secretValue(secret, NEW_TOKEN_KEY);
+      return { token, ...(old !== undefined ? { old } : {}), ...(next !== undefined ? { new: next } : {}) };
+    };
+    const stored: StoredTokens = {
+      internal: await read(names.gitalyToken, user.internal ?? randomToken()),
+      client: await read(names.praefectToken, user.client ?? randomToken()),
+    };
+    return { ...(databasePassword !== undefined ? { databasePassword } : {}), stored, user };
+  }
+
+  /**
+   * One step of the token rotation (src/controller/rotation): observes every server when a
+   * rotation is wanted or in progress, and decides the token values and the transitioning
+   * flag to deliver through the Secrets and ConfigMaps.
+   */
+  private async rotate(
+    cluster: GitalyCluster,
+    spec: ResolvedGitalyClusterSpec,
+    stored: StoredTokens,
+    user: Partial<Record<TokenKind, string>>,
+  ): Promise<{
+    tokens: StoredTokens;
+    transitioning: boolean;
+    state: RotationState;
+    message: string;
+    waiting: boolean;
+  }> {
+    const previous =
+      rotationStateFromStatus(cluster.status?.auth) ?? initialRotationState(spec.auth.rotation.generation);
+    let desired = spec.auth.rotation.generation;
+    // Pointing a token reference at another Secret (or changing its value) rotates too.
+    const userChanged = (["internal", "client"] as const).some(
+      (k) => user[k] !== undefined && user[k] !== stored[k].token,
+    );
+    if (previous.phase === "Stable" && userChanged) desired = Math.max(desired, previous.generation + 1);
+    let before = stored;
+    let prepared: StepInput["prepared"];
+    if (rotationWanted(previous, desired)) {
+      const fresh = spec.auth.rotation.generation > previous.generation;
+      const next = {
+        internal: user.internal ?? (fresh ? randomToken() : stored.internal.token),
+        client: user.client ?? (fresh ? randomToken() : stored.client.token),
+      };
+      before = prepareTokens(stored, next);
+      prepared = {
+        from: { internal: tokenGeneration(stored.internal.token), client: tokenGeneration(stored.client.token) },
+        to: { internal: tokenGeneration(next.internal), client: tokenGeneration(next.client) },
+      };
+    }
+    const samples = prepared || previous.phase !== "Stable" ? await this.observe(cluster) : [];
+    const abort = cluster.metadata.annotations?.[ABORT_ROTATION_ANNOTATION];
+    const result = stepRotation(previous, {
+      now: this.now(),
+      desiredGeneration: desired,
+      abortRequested: abort !== undefined && abort === String(previous.targetGeneration),
+      ...(prepared ? { prepared } : {}),
+      samples,
+      quietPeriodMs: this.opts.rotationQuietPeriodMs ?? DEFAULT_QUIET_PERIOD_MS,
+    });
+    for (const e of result.events) await this.emit(cluster, e.type, e.reason, e.message);
+    if (result.waiting && result.message !== previous.lastObservation) {
+      await this.emit(cluster, "Normal", "TokenRotationWaiting", result.message);
+    }
+    return {
+      tokens: tokensAfterStep(before, previous, result),
+      transitioning: result.delivery.transitioning,
+      state: result.state,
+      message: result.message,
+      waiting: result.waiting,
+    };
+  }
+
+  /** Every Gitaly and Praefect pod's auth state, from its metrics endpoint. */
+  private async observe(cluster: GitalyCluster): Promise<ProcessSample[]> {
+    const targets = this.opts.scrapeTargets
+      ? await this.opts.scrapeTargets(cluster)
+      : await podScrapeTargets(this.opts.kubeConfig, cluster.metadata.namespace ?? "", cluster.metadata.name);
+    return scrapeTargets(targets);
   }
 
   private async userSecretValue(ns: string, ref: { name: string; key: string }, field: string): Promise<string> {
@@ -377,10 +510,10 @@ export class GitalyClusterReconciler {
     name: string,
     key: string,
     component: "auth" | "postgres",
+    value: string,
   ): Promise<string> {
     const cached = secretValue(this.cached<V1Secret>(OWNED_PATHS.secrets, ns, name), key);
     if (cached) return cached;
-    const value = randomToken();
     const secret: V1Secret = setOwnerReference(
       {
         apiVersion: "v1",
@@ -401,7 +534,7 @@ export class GitalyClusterReconciler {
         body: secret,
         query: { fieldManager: "gitaly-operator" },
       });
-      await this.emit(cluster, "Normal", "Created", `generated Secret ${name}`);
+      await this.emit(cluster, "Normal", "Created", `created Secret ${name}`);
       return value;
     } catch (err) {
       if (httpStatusOf(err) !== 409) throw err;
@@ -517,8 +650,7 @@ export class GitalyClusterReconciler {
       ...(this.opts.clusterDomain ? { clusterDomain: this.opts.clusterDomain } : {}),
       defaultImage: this.opts.defaultImage,
       defaultPostgresImage: "",
-      generated: {},
-      clientToken: "",
+      tokens: { internal: { token: "" }, client: { token: "" } },
     });
     if (!certificate) throw new Error("spec.tls.issuerRef is required with mode CertManager");
     let stored: CertManagerCertificate;
@@ -623,15 +755,18 @@ export class GitalyClusterReconciler {
     cluster: GitalyCluster,
     observation: ClusterObservation,
     extra: Partial<GitalyClusterStatus>,
+    extraCondition?: DesiredCondition,
   ): Promise<ReturnType<typeof computeStatus>> {
     const computed = computeStatus(observation);
+    const desiredConditions =
+      extraCondition && !observation.paused ? [...computed.conditions, extraCondition] : computed.conditions;
     const previous = cluster.status;
     // While paused, the other conditions keep their last value: alerts and `kubectl wait` must
     // not see a Ready cluster flip because nobody is looking.
     const keep = observation.paused ? (previous?.conditions ?? []).map((c) => c.type) : ["TokenRotation"];
     const conditions = mergeConditions(
       previous?.conditions,
-      computed.conditions,
+      desiredConditions,
       observation.generation,
       this.now(),
       keep,
@@ -643,6 +778,8 @@ export class GitalyClusterReconciler {
       conditions,
       ...(observation.gitaly ? { gitaly: replicaStatus(observation.gitaly) } : {}),
       ...(observation.praefect ? { praefect: replicaStatus(observation.praefect) } : {}),
+      // Status is applied whole: carry the rotation's memory over when this pass did not step it.
+      ...(previous?.auth ? { auth: previous.auth } : {}),
       ...extra,
     };
     // No write when nothing changed: a status write is a watch event, and would reconcile again.

@@ -43,7 +43,7 @@ export function gitalyRenderParams(input: BuildInput, index: number): GitalyRend
     prometheusListenAddr: `0.0.0.0:${GITALY_PORTS.metrics}`,
     runtimeDir: GITALY_MOUNTS.runtimeDir,
     gracefulRestartTimeoutMs: GITALY_GRACEFUL_STOP_MS,
-    auth: { tokenFile: `${GITALY_MOUNTS.authDir}/${TOKEN_FILE_NAME}`, transitioning: false },
+    auth: { tokenFile: `${GITALY_MOUNTS.authDir}/${TOKEN_FILE_NAME}`, transitioning: input.transitioning ?? false },
     storage: { name: storageName(input.cluster.name, index), path: GITALY_STORAGE_PATH },
     logging: { format: "json", level: "info" },
     ...(input.spec.gitaly.concurrency && input.spec.gitaly.concurrency.length > 0
@@ -79,7 +79,14 @@ export function renderGitalyConfigs(input: BuildInput): Record<string, string> {
  * existing pods, so the node count is not part of it.
  */
 export function gitalyConfigChecksum(input: BuildInput): string {
-  return sha256(renderGitalyConfig(gitalyRenderParams(input, 0)));
+  // [auth] transitioning reaches running pods through the mounted ConfigMap and a live reload;
+  // it must not roll them.
+  return sha256(renderGitalyConfig(gitalyRenderParams({ ...input, transitioning: false }, 0)));
+}
+
+/** Checksum of Praefect's config, without [auth] transitioning (reloaded live). */
+export function praefectConfigChecksum(input: BuildInput): string {
+  return sha256(renderPraefectConfig(praefectRenderParams({ ...input, transitioning: false })));
 }
 
 function databaseParams(input: BuildInput): DatabaseParams {
@@ -133,7 +140,7 @@ export function praefectRenderParams(input: BuildInput): PraefectRenderParams {
       : {}),
     prometheusListenAddr: `0.0.0.0:${PRAEFECT_PORTS.metrics}`,
     gracefulStopTimeoutMs: PRAEFECT_GRACEFUL_STOP_MS,
-    auth: { tokenFile: `${PRAEFECT_MOUNTS.authDir}/${TOKEN_FILE_NAME}`, transitioning: false },
+    auth: { tokenFile: `${PRAEFECT_MOUNTS.authDir}/${TOKEN_FILE_NAME}`, transitioning: input.transitioning ?? false },
     logging: { format: "json", level: "info" },
     virtualStorages: [
       {

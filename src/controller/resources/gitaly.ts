@@ -1,12 +1,12 @@
 // The Gitaly nodes: a StatefulSet (storage name = pod name, PVC repo-data), its headless
 // Service (per-pod DNS names Praefect dials), the per-node config and a PodDisruptionBudget.
 import type { V1ConfigMap, V1PodDisruptionBudget, V1Service, V1StatefulSet, V1Volume } from "@kubernetes/client-node";
-import { GITALY_CONFIG_PATH, GITALY_PORTS, GITALY_STORAGE_PATH } from "../../shared/render/names.js";
+import { GITALY_PORTS, GITALY_STORAGE_PATH } from "../../shared/render/names.js";
 import { GITALY_GRACEFUL_STOP_MS, gitalyConfigChecksum, renderGitalyConfigs } from "./configs.js";
 import { type BuildInput, CONFIG_CHECKSUM_ANNOTATION, imageOf, selectorLabels, tlsEnabled } from "./input.js";
 import { ownedMeta } from "./metadata.js";
 import { clusterObjectNames } from "./names.js";
-import { GITALY_MOUNTS, TOKEN_FILE_NAME } from "./paths.js";
+import { GITALY_MOUNTS, GITALY_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
 import {
   containerSecurityContext,
   placementFields,
@@ -95,7 +95,7 @@ export function gitalyStatefulSet(input: BuildInput): V1StatefulSet {
                 name: "gitaly",
                 image: imageOf(input),
                 imagePullPolicy: input.spec.imagePullPolicy,
-                args: ["gitaly", "serve", GITALY_CONFIG_PATH],
+                args: ["gitaly", "serve", GITALY_POD_CONFIG_PATH],
                 env: [
                   { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
                   { name: "HOME", value: GITALY_MOUNTS.tmpDir },
@@ -115,7 +115,7 @@ export function gitalyStatefulSet(input: BuildInput): V1StatefulSet {
                 livenessProbe: { ...grpcProbe, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
                 volumeMounts: [
                   // Each pod reads the config rendered for its own storage (named after the pod).
-                  { name: "config", mountPath: GITALY_CONFIG_PATH, subPathExpr: "$(POD_NAME).toml", readOnly: true },
+                  { name: "config", mountPath: GITALY_MOUNTS.configDir, readOnly: true },
                   { name: "auth", mountPath: GITALY_MOUNTS.authDir, readOnly: true },
                   { name: REPO_DATA_VOLUME, mountPath: GITALY_STORAGE_PATH },
                   { name: "runtime", mountPath: GITALY_MOUNTS.runtimeDir },

@@ -16,11 +16,13 @@ import { migrationJob } from "./migration.js";
 import { clusterObjectNames } from "./names.js";
 import { postgresService, postgresStatefulSet } from "./postgres.js";
 import { praefectConfigMap, praefectDeployment, praefectService } from "./praefect.js";
-import { caSecret, clientSecret, generatedSecrets, servingTlsSecret } from "./secrets.js";
+import { caSecret, clientSecret, generatedSecrets, servingTlsSecret, tokenSecrets } from "./secrets.js";
 
 export interface ClusterObjects {
-  /** Created once, never re-applied (generated tokens and password). */
+  /** Created once, never re-applied (the managed database's password). */
   generatedSecrets: V1Secret[];
+  /** The internal and client token Secrets the pods mount. */
+  tokenSecrets: V1Secret[];
   caSecret?: V1Secret;
   tlsSecret?: V1Secret;
   clientSecret: V1Secret;
@@ -46,6 +48,7 @@ export function buildClusterObjects(input: BuildInput): ClusterObjects {
   const pg = postgresStatefulSet(input);
   return {
     generatedSecrets: generatedSecrets(input),
+    tokenSecrets: tokenSecrets(input),
     ...(ca ? { caSecret: ca } : {}),
     ...(tls ? { tlsSecret: tls } : {}),
     clientSecret: clientSecret(input),
@@ -67,6 +70,7 @@ export function buildClusterObjects(input: BuildInput): ClusterObjects {
 export function applyOrder(objects: ClusterObjects): KubernetesObject[] {
   return [
     ...objects.generatedSecrets,
+    ...objects.tokenSecrets,
     ...(objects.caSecret ? [objects.caSecret] : []),
     ...(objects.tlsSecret ? [objects.tlsSecret] : []),
     objects.clientSecret,
@@ -95,6 +99,8 @@ export {
   databasePasswordRef,
   encodeData,
   gitalyTokenRef,
+  NEW_TOKEN_KEY,
+  OLD_TOKEN_KEY,
   praefectTokenRef,
   secretValue,
   tlsSecretName,

@@ -3,11 +3,11 @@
 // image) and where it is applied (the database), because a Job's pod template is immutable:
 // a new image gets a new Job, and Praefect rolls only once that Job has succeeded.
 import type { V1Job } from "@kubernetes/client-node";
-import { PRAEFECT_CONFIG_PATH } from "../../shared/render/names.js";
 import { praefectRenderParams, sha256 } from "./configs.js";
 import { type BuildInput, imageOf, selectorLabels } from "./input.js";
 import { ownedMeta } from "./metadata.js";
 import { clusterObjectNames } from "./names.js";
+import { PRAEFECT_POD_CONFIG_PATH } from "./paths.js";
 import { containerSecurityContext, podSecurityContext } from "./pods.js";
 import { praefectRuntime } from "./praefect.js";
 
@@ -26,7 +26,7 @@ export function migrationJob(input: BuildInput): V1Job {
     name,
     image: imageOf(input),
     imagePullPolicy: input.spec.imagePullPolicy,
-    args: ["praefect", "-config", PRAEFECT_CONFIG_PATH, command],
+    args: ["praefect", "-config", PRAEFECT_POD_CONFIG_PATH, command],
     env: runtime.env,
     volumeMounts: runtime.mounts,
     securityContext: containerSecurityContext(),

@@ -1,12 +1,17 @@
 // The Praefect routers: config, Deployment (stateless: PostgreSQL holds their state) and the
 // Service GitLab dials.
 import type { V1ConfigMap, V1Deployment, V1EnvVar, V1Service, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
-import { PRAEFECT_CONFIG_PATH, PRAEFECT_PORTS } from "../../shared/render/names.js";
-import { PRAEFECT_CONFIG_KEY, PRAEFECT_GRACEFUL_STOP_MS, renderClusterPraefectConfig, sha256 } from "./configs.js";
+import { PRAEFECT_PORTS } from "../../shared/render/names.js";
+import {
+  PRAEFECT_CONFIG_KEY,
+  PRAEFECT_GRACEFUL_STOP_MS,
+  praefectConfigChecksum,
+  renderClusterPraefectConfig,
+} from "./configs.js";
 import { type BuildInput, CONFIG_CHECKSUM_ANNOTATION, imageOf, selectorLabels, tlsEnabled } from "./input.js";
 import { ownedMeta } from "./metadata.js";
 import { clusterObjectNames } from "./names.js";
-import { CA_CERT_KEY, PRAEFECT_MOUNTS, TOKEN_FILE_NAME } from "./paths.js";
+import { CA_CERT_KEY, PRAEFECT_MOUNTS, PRAEFECT_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
 import {
   containerSecurityContext,
   placementFields,
@@ -52,7 +57,7 @@ export function praefectRuntime(
     ...(dbCa ? [secretKeyVolume("database-ca", dbCa.name, dbCa.key, CA_CERT_KEY)] : []),
   ];
   const mounts: V1VolumeMount[] = [
-    { name: "config", mountPath: PRAEFECT_CONFIG_PATH, subPath: PRAEFECT_CONFIG_KEY, readOnly: true },
+    { name: "config", mountPath: PRAEFECT_MOUNTS.configDir, readOnly: true },
     { name: "tmp", mountPath: PRAEFECT_MOUNTS.tmpDir },
     ...(dbCa ? [{ name: "database-ca", mountPath: PRAEFECT_MOUNTS.databaseCaDir, readOnly: true }] : []),
   ];
@@ -93,7 +98,7 @@ export function praefectDeployment(input: BuildInput): V1Deployment {
       template: {
         metadata: {
           labels: { ...selector },
-          annotations: { [CONFIG_CHECKSUM_ANNOTATION]: sha256(renderClusterPraefectConfig(input)) },
+          annotations: { [CONFIG_CHECKSUM_ANNOTATION]: praefectConfigChecksum(input) },
         },
         spec: {
           securityContext: podSecurityContext(),
@@ -106,7 +111,7 @@ export function praefectDeployment(input: BuildInput): V1Deployment {
                 name: "praefect",
                 image: imageOf(input),
                 imagePullPolicy: input.spec.imagePullPolicy,
-                args: ["praefect", "-config", PRAEFECT_CONFIG_PATH, "serve"],
+                args: ["praefect", "-config", PRAEFECT_POD_CONFIG_PATH, "serve"],
                 env: runtime.env,
                 ports: [
                   { name: "grpc", containerPort: PRAEFECT_PORTS.grpc, protocol: "TCP" },

@@ -51,12 +51,8 @@ function inputFor(
     defaultImage: "gitaly-operator:test",
     defaultPostgresImage: "postgres:test",
     gitalyReplicas: spec.gitaly.replicas,
-    generated: {
-      ...(spec.auth.praefectTokenSecretRef ? {} : { praefectToken: SENTINELS.praefectToken }),
-      ...(spec.auth.gitalyTokenSecretRef ? {} : { gitalyToken: SENTINELS.gitalyToken }),
-      ...(spec.database.managed ? { databasePassword: SENTINELS.databasePassword } : {}),
-    },
-    clientToken: SENTINELS.praefectToken,
+    ...(spec.database.managed ? { databasePassword: SENTINELS.databasePassword } : {}),
+    tokens: { internal: { token: SENTINELS.gitalyToken }, client: { token: SENTINELS.praefectToken } },
     ...(tls ? { tls, clientCa: tls.caCertificate } : {}),
     ...overrides,
   };
@@ -92,11 +88,16 @@ describe.each(SAMPLES)("sample %s", (name) => {
     }
   });
 
-  test("the pod picks its own config through $(POD_NAME), and POD_NAME is set", () => {
+  test("the pod reads its own config, $(POD_NAME).toml, from the ConfigMap mounted as a directory", () => {
     const c = container(objects.gitaly);
-    const mount = c.volumeMounts?.find((m) => m.mountPath === "/etc/gitaly/config.toml");
-    expect(mount).toMatchObject({ name: "config", subPathExpr: "$(POD_NAME).toml" });
+    expect(c.args).toEqual(["gitaly", "serve", "/etc/gitaly/config/$(POD_NAME).toml"]);
+    // A directory mount (no subPath): ConfigMap updates, such as [auth] transitioning, reach the pod.
+    const mount = c.volumeMounts?.find((m) => m.name === "config");
+    expect(mount).toEqual({ name: "config", mountPath: "/etc/gitaly/config", readOnly: true });
     expect(c.env?.find((e) => e.name === "POD_NAME")?.valueFrom?.fieldRef?.fieldPath).toBe("metadata.name");
+    const praefect = container(objects.praefect);
+    expect(praefect.args).toEqual(["praefect", "-config", "/etc/praefect/config/config.toml", "serve"]);
+    expect(praefect.volumeMounts?.find((m) => m.name === "config")?.subPath).toBeUndefined();
   });
 
   test("Praefect's config loads with no warning and lists every Gitaly pod", () => {
@@ -232,33 +233,62 @@ describe("scaling and changes", () => {
     ).toBe(base);
   });
 
-  test("user-supplied token Secrets are mounted instead of generated ones", () => {
-    const input = inputFor(
-      "minimal",
-      { generated: { databasePassword: "x" }, clientToken: "from-user-secret" },
-      (s) => {
-        s.auth = {
-          praefectTokenSecretRef: { name: "gitlab-praefect" },
-          gitalyTokenSecretRef: { name: "internal", key: "t" },
-        };
-      },
-    );
+  test("the pods always mount the operator's token Secrets, even with user-supplied tokens", () => {
+    const input = inputFor("minimal", {}, (s) => {
+      s.auth = {
+        praefectTokenSecretRef: { name: "gitlab-praefect" },
+        gitalyTokenSecretRef: { name: "internal", key: "t" },
+      };
+    });
     const objects = buildClusterObjects(input);
-    expect(objects.generatedSecrets.map((s) => s.metadata?.name)).toEqual(["minimal-postgres"]);
+    // Rotating means changing what our Secrets hold, never which Secret a pod mounts.
+    expect(objects.tokenSecrets.map((s) => s.metadata?.name)).toEqual([
+      "minimal-gitaly-token",
+      "minimal-praefect-token",
+    ]);
     const volumes = objects.praefect.spec?.template.spec?.volumes ?? [];
     expect(volumes.find((v) => v.name === "auth")?.secret).toMatchObject({
-      secretName: "gitlab-praefect",
+      secretName: "minimal-praefect-token",
       items: [{ key: "token", path: "token" }],
     });
     expect(volumes.find((v) => v.name === "gitaly-auth")?.secret).toMatchObject({
-      secretName: "internal",
-      items: [{ key: "t", path: "token" }],
+      secretName: "minimal-gitaly-token",
+      items: [{ key: "token", path: "token" }],
     });
   });
 
-  test("building without the generated values the spec needs fails loudly", () => {
-    expect(() => buildClusterObjects(inputFor("minimal", { generated: {} }))).toThrow(
-      /generated Praefect token is missing/,
+  test("a rotation in progress keeps old and new tokens in the Secret and flips transitioning without rolling pods", () => {
+    const stable = buildClusterObjects(inputFor("minimal"));
+    const rotating = buildClusterObjects(
+      inputFor("minimal", {
+        transitioning: true,
+        tokens: {
+          internal: { token: "new-internal", old: SENTINELS.gitalyToken, new: "new-internal" },
+          client: { token: SENTINELS.praefectToken, old: SENTINELS.praefectToken, new: "new-client" },
+        },
+      }),
     );
+    const internal = rotating.tokenSecrets[0]?.data ?? {};
+    const decoded = Object.fromEntries(
+      Object.entries(internal).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]),
+    );
+    expect(decoded).toEqual({ token: "new-internal", old: SENTINELS.gitalyToken, new: "new-internal" });
+    const gitalyConfig = loadGitalyConfig(Object.values(rotating.gitalyConfig.data ?? {})[0] ?? "").config;
+    expect(gitalyConfig.auth.transitioning).toBe(true);
+    expect(loadPraefectConfig(rotating.praefectConfig.data?.["config.toml"] ?? "").config.auth.transitioning).toBe(
+      true,
+    );
+    expect(rotating.gitaly.spec?.template.metadata?.annotations).toEqual(
+      stable.gitaly.spec?.template.metadata?.annotations,
+    );
+    expect(rotating.praefect.spec?.template.metadata?.annotations).toEqual(
+      stable.praefect.spec?.template.metadata?.annotations,
+    );
+  });
+
+  test("building without a token fails loudly", () => {
+    expect(() =>
+      buildClusterObjects(inputFor("minimal", { tokens: { internal: { token: "" }, client: { token: "x" } } })),
+    ).toThrow(/internal token is missing/);
   });
 });

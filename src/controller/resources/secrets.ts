@@ -3,7 +3,7 @@
 // generated here.
 import type { V1Secret } from "@kubernetes/client-node";
 import { PRAEFECT_PORTS } from "../../shared/render/names.js";
-import { type BuildInput, tlsEnabled } from "./input.js";
+import { type BuildInput, type TokenValues, tlsEnabled } from "./input.js";
 import { ownedMeta } from "./metadata.js";
 import { clusterObjectNames } from "./names.js";
 import { CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, TOKEN_FILE_NAME } from "./paths.js";
@@ -42,54 +42,48 @@ function required(what: string, value: string | undefined): string {
   return value;
 }
 
-/**
- * Operator-generated secrets (only those the spec does not bring itself). They are created
- * once and never re-applied, so a stale cache can never overwrite a token in use.
- */
+/** The managed database's password Secret: created once, never re-applied. */
 export function generatedSecrets(input: BuildInput): V1Secret[] {
+  if (!input.spec.database.managed) return [];
   const names = clusterObjectNames(input.cluster.name);
-  const out: V1Secret[] = [];
-  if (!input.spec.auth.praefectTokenSecretRef) {
-    out.push(
-      opaque(input, names.praefectToken, "auth", {
-        [TOKEN_FILE_NAME]: required("generated Praefect token", input.generated.praefectToken),
-      }),
-    );
-  }
-  if (!input.spec.auth.gitalyTokenSecretRef) {
-    out.push(
-      opaque(input, names.gitalyToken, "auth", {
-        [TOKEN_FILE_NAME]: required("generated Gitaly token", input.generated.gitalyToken),
-      }),
-    );
-  }
-  if (input.spec.database.managed) {
-    out.push(
-      opaque(input, names.postgresSecret, "postgres", {
-        [DATABASE_PASSWORD_KEY]: required("generated database password", input.generated.databasePassword),
-      }),
-    );
-  }
-  return out;
+  return [
+    opaque(input, names.postgresSecret, "postgres", {
+      [DATABASE_PASSWORD_KEY]: required("generated database password", input.databasePassword),
+    }),
+  ];
 }
 
-/** The Secret holding a token, and its key: the user's reference or the generated one. */
+/**
+ * The two token Secrets every pod mounts. They always belong to the operator, even when the
+ * user brings a token (its value is copied in): a pod's volumes name a Secret, so rotating
+ * means changing what a Secret holds, never which Secret is mounted (that would restart pods).
+ */
+export function tokenSecrets(input: BuildInput): V1Secret[] {
+  const names = clusterObjectNames(input.cluster.name);
+  const secret = (name: string, what: string, v: TokenValues) =>
+    opaque(input, name, "auth", {
+      [TOKEN_FILE_NAME]: required(what, v.token),
+      ...(v.old !== undefined ? { [OLD_TOKEN_KEY]: v.old } : {}),
+      ...(v.new !== undefined ? { [NEW_TOKEN_KEY]: v.new } : {}),
+    });
+  return [
+    secret(names.gitalyToken, "internal token", input.tokens.internal),
+    secret(names.praefectToken, "client token", input.tokens.client),
+  ];
+}
+
+/** Keys of a token Secret that hold the tokens before and after a rotation in progress. */
+export const OLD_TOKEN_KEY = "old";
+export const NEW_TOKEN_KEY = "new";
+
+/** The Secret and key the pods read the client token (Praefect's [auth]) from. */
 export function praefectTokenRef(input: BuildInput): { name: string; key: string } {
-  return (
-    input.spec.auth.praefectTokenSecretRef ?? {
-      name: clusterObjectNames(input.cluster.name).praefectToken,
-      key: TOKEN_FILE_NAME,
-    }
-  );
+  return { name: clusterObjectNames(input.cluster.name).praefectToken, key: TOKEN_FILE_NAME };
 }
 
+/** The Secret and key the pods read the internal token (Gitaly's [auth], Praefect's nodes) from. */
 export function gitalyTokenRef(input: BuildInput): { name: string; key: string } {
-  return (
-    input.spec.auth.gitalyTokenSecretRef ?? {
-      name: clusterObjectNames(input.cluster.name).gitalyToken,
-      key: TOKEN_FILE_NAME,
-    }
-  );
+  return { name: clusterObjectNames(input.cluster.name).gitalyToken, key: TOKEN_FILE_NAME };
 }
 
 export function databasePasswordRef(input: BuildInput): { name: string; key: string } {
@@ -123,7 +117,7 @@ export function clientSecret(input: BuildInput): V1Secret {
   return opaque(input, names.client, "client", {
     address: clientAddress(input),
     storage: input.spec.virtualStorage.name,
-    token: required("client token", input.clientToken),
+    token: required("client token", input.tokens.client.token),
     ...(tlsEnabled(input) && input.clientCa ? { [CA_CERT_KEY]: input.clientCa } : {}),
   });
 }

@@ -355,7 +355,7 @@ describe("GitalyCluster CRD on a real kube-apiserver", () => {
       gitaly: { replicas: 3, readyReplicas: 3 },
       praefect: { replicas: 2, readyReplicas: 1 },
       certificates: { secretName: "with-status-tls", notAfter: "2025-04-01T00:00:00Z" },
-      tokens: { generation: 0, lastRotated: "2025-01-01T00:00:00Z" },
+      auth: { phase: "Stable", generation: 0, finishedAt: "2025-01-01T00:00:00Z" },
       migrations: { applied: 12, lastApplied: "20240101_add_thing" },
     };
     const updated = (await custom.patchNamespacedCustomObjectStatus(
