@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The gitaly-cluster program. Each subcommand parses its own flags (node:util
 // parseArgs), so adding one is a new entry in SUBCOMMANDS:
+//   gitaly-cluster up ...         a local Gitaly Cluster from a GitalyCluster manifest
 //   gitaly-cluster gateway ...    git smart HTTP in front of a Gitaly or Praefect
+import { UP_USAGE } from "./cluster/usage.js";
 import { GATEWAY_USAGE, runGateway } from "./gateway/cli.js";
 
 interface Subcommand {
@@ -11,6 +13,12 @@ interface Subcommand {
 }
 
 const SUBCOMMANDS: Record<string, Subcommand> = {
+  up: {
+    summary: "run a local Gitaly Cluster (PostgreSQL, Gitaly, Praefect, HTTP gateway) from a manifest",
+    usage: UP_USAGE,
+    // Loaded on use: the gateway subcommand need not load the runner (and the API schemas).
+    run: async (argv) => (await import("./cluster/cli.js")).runUp(argv),
+  },
   gateway: {
     summary: "serve git smart HTTP (clone, fetch, push) for a Gitaly or Praefect",
     usage: GATEWAY_USAGE,
