@@ -1,4 +1,16 @@
 #!/usr/bin/env node
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { create, fromJsonString } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  SSHReceivePackRequestSchema,
+  SSHService,
+  SSHUploadArchiveRequestSchema,
+  SSHUploadPackWithSidechannelRequestSchema,
+} from "../gen/ssh_pb.js";
+import { bearerToken, v2AuthInterceptor } from "../shared/auth/v2-token.js";
+import { dialBackchannel, parseBackchannelAddress } from "../shared/grpc/backchannel-client.js";
+import { createClient } from "../shared/grpc/service.js";
 // gitaly-ssh: the transport git uses to talk to a Gitaly node as if it were ssh. git
 // runs it as its ssh command (core.sshCommand / GIT_SSH_COMMAND) with the remote
 // command as the last argument (`git-upload-pack '/x.git'`, `git-receive-pack ...`,
@@ -20,18 +32,7 @@
 //                    gl_id, gl_repository, gl_username for receive-pack); fields the
 //                    RPC does not have are ignored
 //   GIT_PROTOCOL     set by git itself for protocol v2
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { create, fromJsonString } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
-import {
-  SSHReceivePackRequestSchema,
-  SSHService,
-  SSHUploadArchiveRequestSchema,
-  SSHUploadPackWithSidechannelRequestSchema,
-} from "../gen/ssh_pb.js";
-import { bearerToken, v2AuthInterceptor } from "../shared/auth/v2-token.js";
-import { dialBackchannel, parseBackchannelAddress } from "../shared/grpc/backchannel-client.js";
-import { createClient } from "../shared/grpc/service.js";
+import { clusterRootCertificates } from "../shared/tls/roots.js";
 import { BAND_DATA, BAND_ERROR, BAND_PROGRESS, decodeSideband, PktLineParser } from "./git/pktline.js";
 
 type SshRpc = "upload-pack" | "receive-pack" | "upload-archive";
@@ -67,7 +68,9 @@ function writeStdout(data: Uint8Array): Promise<void> {
 async function uploadPack(address: string, token: string, payloadText: string): Promise<number> {
   const request = parsePayload(SSHUploadPackWithSidechannelRequestSchema, payloadText);
   if (process.env.GIT_PROTOCOL) request.gitProtocol = process.env.GIT_PROTOCOL;
-  const conn = await dialBackchannel(address);
+  // tls:// nodes: trust the cluster CA (SSL_CERT_FILE), like the gRPC dial below.
+  const ca = clusterRootCertificates();
+  const conn = await dialBackchannel(address, ca ? { ca } : {});
   try {
     await conn.withSidechannel(
       async (sidechannel) => {
@@ -105,7 +108,8 @@ function grpcTarget(address: string): { target: string; credentials: grpc.Channe
   const parsed = parseBackchannelAddress(address);
   if (parsed.kind === "unix") return { target: `unix:${parsed.path}`, credentials: grpc.credentials.createInsecure() };
   const host = parsed.host.includes(":") ? `[${parsed.host}]` : parsed.host;
-  const credentials = parsed.kind === "tls" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  const credentials =
+    parsed.kind === "tls" ? grpc.credentials.createSsl(clusterRootCertificates()) : grpc.credentials.createInsecure();
   return { target: `${host}:${parsed.port}`, credentials };
 }
 

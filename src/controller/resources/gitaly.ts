@@ -6,7 +6,7 @@ import { GITALY_GRACEFUL_STOP_MS, gitalyConfigChecksum, renderGitalyConfigs } fr
 import { type BuildInput, CONFIG_CHECKSUM_ANNOTATION, imageOf, selectorLabels, tlsEnabled } from "./input.js";
 import { ownedMeta } from "./metadata.js";
 import { clusterObjectNames } from "./names.js";
-import { GITALY_MOUNTS, GITALY_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
+import { CA_CERT_KEY, GITALY_MOUNTS, GITALY_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
 import {
   containerSecurityContext,
   placementFields,
@@ -100,6 +100,8 @@ export function gitalyStatefulSet(input: BuildInput): V1StatefulSet {
                   { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
                   { name: "HOME", value: GITALY_MOUNTS.tmpDir },
                   { name: "TMPDIR", value: GITALY_MOUNTS.tmpDir },
+                  // Replication dials other nodes over tls:// and must trust the cluster CA.
+                  ...(tlsSecret ? [{ name: "SSL_CERT_FILE", value: `${GITALY_MOUNTS.tlsDir}/${CA_CERT_KEY}` }] : []),
                 ],
                 ports: [
                   { name: "grpc", containerPort: GITALY_PORTS.grpc, protocol: "TCP" },

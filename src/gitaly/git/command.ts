@@ -151,6 +151,9 @@ const PASSTHROUGH_ENV = [
   "all_proxy",
   "no_proxy",
   "NO_PROXY",
+  // Trust for tls:// peers (gitaly-ssh during replication), as upstream passes them on.
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
 ];
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -179,11 +179,9 @@ describe("./scripts/up (the README's main-job command)", () => {
     live = run;
   }, 240_000);
 
-  // Blocked on Gitaly, not on the runner: a replica is created with ReplicateRepository, whose
-  // git fetch runs gitaly-ssh, and gitaly-ssh does not trust the cluster's CA (git's environment
-  // drops SSL_CERT_FILE, NODE_EXTRA_CA_CERTS and GRPC_DEFAULT_SSL_ROOTS_FILE_PATH; upstream hands
-  // SSL_CERT_FILE/SSL_CERT_DIR to gitaly-ssh). Un-skip once Gitaly passes its trust on.
-  it.skip("replicates the pushes to all three Gitaly nodes over TLS", async () => {
+  // A replica is created with ReplicateRepository, whose git fetch runs gitaly-ssh over tls://:
+  // this only works when Gitaly hands its trust (SSL_CERT_FILE) on to gitaly-ssh.
+  it("replicates the pushes to all three Gitaly nodes over TLS", async () => {
     const run = live as Runner;
     const praefectConfig = join(stateDir, "praefect/praefect-0/config.toml");
     const env = {

@@ -3,6 +3,7 @@
 // snapshot first; then config, references and objects, and custom hooks are synced.
 // References and objects are fetched with `git fetch` through gitaly-ssh, which
 // calls the source's SSHUploadPackWithSidechannel, so only missing objects travel.
+
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -19,6 +20,7 @@ import { v2AuthInterceptor } from "../../../shared/auth/v2-token.js";
 import { type GitalyServerInfo, gitalyServerFromMetadata, grpcTarget } from "../../../shared/gitaly/servers.js";
 import { Code, invalidArgument, notFound, RpcError } from "../../../shared/grpc/errors.js";
 import { createClient, type PromiseClient } from "../../../shared/grpc/service.js";
+import { clusterRootCertificates } from "../../../shared/tls/roots.js";
 import { extractTar } from "../../archive/tar.js";
 import { GitCommandError } from "../../git/command.js";
 import { installCustomHooks } from "./custom-hooks.js";
@@ -32,9 +34,13 @@ type RepoClient = PromiseClient<(typeof RepositoryService)["method"]>;
 
 function dialSource(server: GitalyServerInfo): { client: RepoClient; close: () => void } {
   const { target, tls } = grpcTarget(server.address);
-  const channel = new grpc.Client(target, tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(), {
-    interceptors: server.token ? [v2AuthInterceptor(server.token)] : [],
-  });
+  const channel = new grpc.Client(
+    target,
+    tls ? grpc.credentials.createSsl(clusterRootCertificates()) : grpc.credentials.createInsecure(),
+    {
+      interceptors: server.token ? [v2AuthInterceptor(server.token)] : [],
+    },
+  );
   return { client: createClient(RepositoryService, channel), close: () => channel.close() };
 }
 
