@@ -18,6 +18,7 @@ import { DEFAULT_CHECKS } from "./cli/check.js";
 import { databaseAddress, hasDirectConnection, pgConnectionConfig } from "./config/database.js";
 import { readPraefectAuthToken } from "./config/environment.js";
 import { loadPraefectConfigFile } from "./config/load.js";
+import { nodeTokensOf, nodeTopologyChanges, reloadWatchedFiles, withNodeTokens } from "./config/reload.js";
 import { type PraefectConfig, stripListenScheme } from "./config/schema.js";
 import { migrate, planMigrations } from "./datastore/migrate.js";
 import { createNodeManager } from "./nodes/manager.js";
@@ -186,10 +187,17 @@ async function serve(configPath: string): Promise<number> {
     logger.info("background started: gitaly nodes health monitoring");
 
     const devNull = new Writable({ write: (_chunk, _encoding, callback) => callback() });
-    const readinessChecks = DEFAULT_CHECKS.map((factory) => {
-      const check = factory(config, devNull, true);
-      return { name: check.name, run: () => check.run(5_000) };
-    });
+    // Built per run: the checks dial the nodes, and must present the tokens in force now.
+    const runningConfig = config;
+    const readinessChecks = DEFAULT_CHECKS.map((factory) => ({
+      name: factory(runningConfig, devNull, true).name,
+      run: () =>
+        factory(
+          withNodeTokens(runningConfig, (vs, storage) => nodes.node(vs, storage)?.token),
+          devNull,
+          true,
+        ).run(5_000),
+    }));
     const { startPraefectRouter } = await import("./server/praefect-server.js");
     const router = await startPraefectRouter({
       config: routerConfig(config, token),
@@ -225,24 +233,54 @@ async function serve(configPath: string): Promise<number> {
       logger.info({ address: config.prometheus_listen_addr }, "Starting prometheus listener");
     }
 
-    // Live reload of [auth]: the token file and the config file are watched, and SIGHUP forces a look.
+    // Live reload of [auth] and of the tokens presented to the nodes: the config file and every
+    // token file are watched, and SIGHUP forces a look. Everything is read first and swapped
+    // after, with no await in between, so a reload applies entirely or not at all; a file that
+    // cannot be read or holds no token fails the whole reload and the previous settings stay.
     let reloading: Promise<void> = Promise.resolve();
+    let watcher: FileWatcher | undefined;
+    let watchedKey = "";
+    const watch = (paths: string[]) => {
+      const key = paths.join("\u0000");
+      if (key === watchedKey) return;
+      watcher?.close();
+      watchedKey = key;
+      const w = watchFiles(paths, () => reload?.(), { intervalMs: 1_000 });
+      watcher = w;
+      // The files were read before the watcher took its baseline: look once more past it, so a
+      // change in between is not missed.
+      void w.check().then(() => reload?.());
+    };
     const reloadOnce = async () => {
       try {
         const { config: fresh } = await loadPraefectConfigFile(configPath);
-        router.reload({ token: await readPraefectAuthToken(fresh), transitioning: fresh.auth.transitioning });
+        const authToken = await readPraefectAuthToken(fresh);
+        const topology = nodeTopologyChanges(runningConfig, fresh);
+        if (topology.length > 0) {
+          logger.warn(
+            { changes: topology },
+            "node storages or addresses changed in the configuration: not applied, restart Praefect to apply them",
+          );
+        }
+        router.reload({ token: authToken, transitioning: fresh.auth.transitioning });
+        nodes.updateTokens(nodeTokensOf(fresh));
+        watch(reloadWatchedFiles(configPath, fresh));
       } catch (err) {
-        logger.error({ err: (err as Error).message }, "reload failed; the previous auth settings stay in force");
+        logger.error(
+          { err: (err as Error).message },
+          "reload failed; the previous auth settings and node tokens stay in force",
+        );
       }
     };
     reload = () => {
       reloading = reloading.then(reloadOnce);
       return reloading;
     };
-    const watched = [configPath, config.auth.token_file].filter((p) => p !== "");
-    const watcher: FileWatcher = watchFiles(watched, () => reload?.(), { intervalMs: 1_000 });
-    stack.push("file watcher", async () => watcher.close());
-    void watcher.check();
+    watch(reloadWatchedFiles(configPath, config));
+    stack.push("file watcher", async () => {
+      reload = undefined;
+      watcher?.close();
+    });
     if (reloadRequested) void reload();
   } catch (err) {
     logger.error({ err: (err as Error).message }, "Praefect shutdown");

@@ -4,4 +4,6 @@ export * from "./database.js";
 export * from "./environment.js";
 export * from "./load.js";
 export * from "./node-address.js";
+export * from "./node-token.js";
+export * from "./reload.js";
 export * from "./schema.js";

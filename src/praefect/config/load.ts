@@ -1,9 +1,9 @@
 // Loading Praefect's config.toml: pure text → validated config plus warnings. Nothing here touches
 // the disk except loadPraefectConfigFile's single read; on-disk checks live in environment.ts.
 import { readFile } from "node:fs/promises";
-import { readSecretFile } from "../../shared/config/fs-checks.js";
 import { ConfigError, type ConfigWarning, configIssue } from "../../shared/config/issues.js";
 import { parseTomlConfig, valueAt } from "../../shared/config/toml.js";
+import { readNodeTokenFile } from "./node-token.js";
 import { type PraefectConfig, praefectConfigSchema } from "./schema.js";
 
 export { ConfigError, type ConfigIssue, type ConfigWarning } from "../../shared/config/issues.js";
@@ -74,20 +74,19 @@ export async function loadPraefectConfigFile(path: string): Promise<LoadedPraefe
   return loaded;
 }
 
-/** Fills each node's `token` from its `token_file` (trimmed, like [auth] token_file). */
+/**
+ * Fills each node's `token` from its `token_file` (trimmed, like [auth] token_file). An empty file
+ * or one that holds no token is an error: a token_file is configured to be used, and a reload must
+ * not take a half-written Secret for "no authentication".
+ */
 export async function resolveNodeTokenFiles(config: PraefectConfig): Promise<void> {
   for (const [v, vs] of config.virtual_storage.entries()) {
     for (const [n, node] of vs.node.entries()) {
       if (node.token_file === "") continue;
       try {
-        node.token = await readSecretFile(node.token_file);
+        node.token = await readNodeTokenFile(node.token_file);
       } catch (error) {
-        throw new ConfigError([
-          configIssue(
-            ["virtual_storage", v, "node", n, "token_file"],
-            `reading token file: ${(error as Error).message}`,
-          ),
-        ]);
+        throw new ConfigError([configIssue(["virtual_storage", v, "node", n, "token_file"], (error as Error).message)]);
       }
     }
   }

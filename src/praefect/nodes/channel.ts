@@ -1,9 +1,13 @@
 // grpc-js channels to Gitaly nodes: one per node, signing every call with the node's own token
 // (Gitaly's v2 scheme mints a token per call), reconnecting quickly after the node restarts.
+// The token may be a function: it is asked at the start of every call, so a token reloaded live
+// signs the next call while calls already started keep the token they went out with.
+
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import { v2AuthInterceptor } from "../../shared/auth/v2-token.js";
+import { AUTHORIZATION_KEY, bearerToken, v2AuthInterceptor } from "../../shared/auth/v2-token.js";
+import { clusterRootCertificates } from "../../shared/tls/roots.js";
 import { parseNodeAddress } from "../config/node-address.js";
 
 /**
@@ -11,9 +15,7 @@ import { parseNodeAddress } from "../config/node-address.js";
  * and therefore upstream Praefect, adds to its system pool) so private CAs work the same way.
  */
 export function nodeRootCertificates(env: NodeJS.ProcessEnv = process.env): Buffer | null {
-  const file = env.SSL_CERT_FILE;
-  if (!file) return null;
-  return Buffer.concat([Buffer.from(`${rootCertificates.join("\n")}\n`), readFileSync(file)]);
+  return clusterRootCertificates(env);
 }
 
 export interface NodeChannelOptions {
@@ -21,14 +23,38 @@ export interface NodeChannelOptions {
   channelOptions?: grpc.ChannelOptions;
 }
 
-/** A channel to `address` (tcp://, tls://, unix:, dns:) that signs every call with `token` ("" = none). */
-export function createNodeChannel(address: string, token: string, options: NodeChannelOptions = {}): grpc.Client {
+/** Signs each call with the secret `secret()` returns when the call starts ("" = no header). */
+export function liveV2AuthInterceptor(secret: () => string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        const current = secret();
+        if (current !== "") metadata.set(AUTHORIZATION_KEY, bearerToken(current));
+        next(metadata, listener);
+      },
+    });
+}
+
+function authInterceptors(token: string | (() => string)): grpc.Interceptor[] {
+  if (typeof token === "function") return [liveV2AuthInterceptor(token)];
+  return token === "" ? [] : [v2AuthInterceptor(token)];
+}
+
+/**
+ * A channel to `address` (tcp://, tls://, unix:, dns:) that signs every call with `token`
+ * ("" = none), or with what `token()` returns when each call starts.
+ */
+export function createNodeChannel(
+  address: string,
+  token: string | (() => string),
+  options: NodeChannelOptions = {},
+): grpc.Client {
   const parsed = parseNodeAddress(address);
   const credentials = parsed.tls
     ? grpc.credentials.createSsl(nodeRootCertificates())
     : grpc.credentials.createInsecure();
   return new grpc.Client(parsed.grpcTarget, credentials, {
-    interceptors: token === "" ? [] : [v2AuthInterceptor(token)],
+    interceptors: authInterceptors(token),
     // grpc-js backs off up to 2 min between reconnects by default; a node back from a restart
     // must be seen by the next health checks, not minutes later.
     "grpc.initial_reconnect_backoff_ms": 100,

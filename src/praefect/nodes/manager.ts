@@ -8,10 +8,14 @@
 // With [failover] error thresholds configured, errors the router reports count against a node:
 // at the threshold it drops out of the local view at once, and its health checks are
 // short-circuited to "unhealthy" (upstream's circuit breaker) until the errors age out.
+//
+// The token presented to each node can be swapped live (updateTokens): every call started after
+// the swap, on the channel, the backchannel or in gitaly-servers metadata, uses the new one.
 import type * as grpc from "@grpc/grpc-js";
 import type pg from "pg";
 import type { Registry } from "prom-client";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { tokenGeneration } from "../../gitaly/auth/authenticator.js";
 import {
   type BackchannelConnection,
   type BackchannelDialOptions,
@@ -20,10 +24,12 @@ import {
 import { createClient } from "../../shared/grpc/service.js";
 import type { Logger } from "../../shared/logging.js";
 import { parseNodeAddress } from "../config/node-address.js";
+import type { NodeToken } from "../config/reload.js";
 import { errorThresholdsConfigured, type PraefectConfig } from "../config/schema.js";
 import { type HealthCheckResult, NodeStatusStore } from "../datastore/health.js";
 import { createNodeChannel, nodeRootCertificates } from "./channel.js";
 import { type ErrorKind, ErrorTracker } from "./error-tracker.js";
+import { nodeTokenInfo } from "./token-metrics.js";
 import type { GitalyNode, NodeManager } from "./types.js";
 
 export const HEALTH_CHECK_INTERVAL_MS = 1_000;
@@ -36,7 +42,7 @@ export interface NodeManagerOptions {
   db: pg.Pool;
   praefectName: string;
   logger: Logger;
-  /** Not used for metrics of its own yet (upstream's per-repository mode exports none); kept for symmetry. */
+  /** Where gitaly_praefect_node_token_info goes (upstream's per-repository mode exports no other node metric). */
   registry?: Registry;
   /** Extra backchannel dial settings, e.g. `onServerStream` for transaction votes coming back. */
   backchannel?: Omit<BackchannelDialOptions, "maxStreamWindow">;
@@ -57,10 +63,26 @@ export interface PraefectNodeManager extends NodeManager {
   checkNow(): Promise<void>;
   /** Whether the last attempt to record health checks or read the consensus failed. */
   readonly databaseReachable: boolean;
+  /**
+   * Swaps the tokens of the nodes named in `tokens` (matched by virtual storage, storage and
+   * address: a node whose address changed keeps its token until a restart builds it anew), all
+   * at once: no call can see some nodes swapped and others not. Calls already started keep their
+   * token. Returns what changed.
+   */
+  updateTokens(tokens: readonly NodeToken[]): NodeTokenChange[];
+}
+
+export interface NodeTokenChange {
+  virtualStorage: string;
+  storage: string;
+  /** tokenGeneration() of the token before and after: never the token. */
+  previousGeneration: string;
+  generation: string;
 }
 
 class ManagedNode implements GitalyNode {
   readonly channel: grpc.Client;
+  private currentToken: string;
   private dialing: Promise<BackchannelConnection> | null = null;
   private connection: BackchannelConnection | null = null;
   private closed = false;
@@ -69,11 +91,20 @@ class ManagedNode implements GitalyNode {
     readonly virtualStorage: string,
     readonly storage: string,
     readonly address: string,
-    readonly token: string,
+    token: string,
     private readonly dialOptions: BackchannelDialOptions,
     channelOptions: grpc.ChannelOptions | undefined,
   ) {
-    this.channel = createNodeChannel(address, token, channelOptions ? { channelOptions } : {});
+    this.currentToken = token;
+    this.channel = createNodeChannel(address, () => this.currentToken, channelOptions ? { channelOptions } : {});
+  }
+
+  get token(): string {
+    return this.currentToken;
+  }
+
+  setToken(token: string): void {
+    this.currentToken = token;
   }
 
   backchannel(): Promise<BackchannelConnection> {
@@ -163,6 +194,8 @@ export function createNodeManager(options: NodeManagerOptions): PraefectNodeMana
     );
   }
   const allNodes = [...byVirtualStorage.values()].flat();
+  const tokenInfo = options.registry ? nodeTokenInfo(options.registry) : null;
+  for (const node of allNodes) tokenInfo?.set(node.virtualStorage, node.storage, node.token);
 
   let localView = new Map<string, ReadonlySet<string>>();
   let consensusView = new Map<string, ReadonlySet<string>>();
@@ -314,6 +347,38 @@ export function createNodeManager(options: NodeManagerOptions): PraefectNodeMana
     },
 
     checkNow,
+
+    updateTokens(tokens) {
+      // Plan first, then swap with no await in between: the swap is atomic for every caller.
+      const swaps: { node: ManagedNode; token: string }[] = [];
+      for (const t of tokens) {
+        const node = byVirtualStorage.get(t.virtualStorage)?.find((n) => n.storage === t.storage);
+        if (node && node.address === t.address && node.token !== t.token) swaps.push({ node, token: t.token });
+      }
+      const changes: NodeTokenChange[] = [];
+      for (const { node, token } of swaps) {
+        changes.push({
+          virtualStorage: node.virtualStorage,
+          storage: node.storage,
+          previousGeneration: tokenGeneration(node.token),
+          generation: tokenGeneration(token),
+        });
+        node.setToken(token);
+        tokenInfo?.set(node.virtualStorage, node.storage, token);
+      }
+      for (const c of changes) {
+        log.info(
+          {
+            virtual_storage: c.virtualStorage,
+            storage: c.storage,
+            previous_generation: c.previousGeneration,
+            generation: c.generation,
+          },
+          "token presented to the node changed",
+        );
+      }
+      return changes;
+    },
 
     async start() {
       if (running) return;

@@ -10,9 +10,12 @@ export interface GitalyNode {
   readonly storage: string;
   /** tcp://host:port, tls://host:port or unix:/path, as configured. */
   readonly address: string;
-  /** The node's own Gitaly token. */
+  /**
+   * The node's own Gitaly token, as of now: it changes on a live reload, so read it when a call
+   * starts, never keep it.
+   */
   readonly token: string;
-  /** A grpc-js channel that signs every call with `token` (v2). */
+  /** A grpc-js channel that signs every call with the `token` of the moment the call starts (v2). */
   readonly channel: grpc.Client;
   /**
    * A backchannel connection to the node (dialled lazily, re-dialled after it drops):
