@@ -192,6 +192,7 @@ export async function runOperator(argv: string[], env: NodeJS.ProcessEnv = proce
   });
 
   let started = false;
+  let elector: LeaderElector | undefined;
   const servers: Server[] = [];
   const bound: Record<string, number> = {};
   if (flags.metricsAddr) {
@@ -221,7 +222,6 @@ export async function runOperator(argv: string[], env: NodeJS.ProcessEnv = proce
     servers.push(server);
   }
 
-  let elector: LeaderElector | undefined;
   let stopping = false;
   let exitCode = 0;
   let resolveDone: () => void = () => {};
@@ -251,6 +251,9 @@ export async function runOperator(argv: string[], env: NodeJS.ProcessEnv = proce
       name: flags.leaderElectionId,
       identity: `${hostname()}_${process.pid}`,
       leaseDurationSeconds: flags.leaseDurationSeconds,
+      // client-go's proportions (15 s lease, 10 s renew deadline, 2 s retry), scaled to the lease.
+      renewDeadlineMs: Math.floor((flags.leaseDurationSeconds * 1000 * 2) / 3),
+      retryPeriodMs: Math.max(200, Math.floor((flags.leaseDurationSeconds * 1000 * 2) / 15)),
       metrics,
       onStartedLeading: () => {
         log.info({ lease: flags.leaderElectionId }, "became leader");

@@ -51,6 +51,25 @@ export async function applyObject<T extends KubernetesObject>(
   if (!obj.apiVersion || !obj.kind || !obj.metadata?.name) {
     throw new Error(`applyObject: apiVersion, kind and metadata.name are required (${describe(obj)})`);
   }
+  const path = knownResourcePath(obj);
+  if (path) {
+    // The kinds the operator writes go through one keep-alive connection pool; client-node's
+    // generic API builds a new agent (and TLS session) per call.
+    try {
+      return await kubeRequest<T>(kubeConfig, path, {
+        method: "PATCH",
+        contentType: "application/apply-patch+yaml",
+        query: {
+          fieldManager: opts.fieldManager ?? DEFAULT_FIELD_MANAGER,
+          force: opts.force ?? true,
+          ...(opts.dryRun ? { dryRun: "All" } : {}),
+        },
+        body: obj,
+      });
+    } catch (err) {
+      throw wrap(`apply ${describe(obj)}`, err);
+    }
+  }
   try {
     return await objectApi(kubeConfig).patch(
       obj,
@@ -63,6 +82,52 @@ export async function applyObject<T extends KubernetesObject>(
   } catch (err) {
     throw wrap(`apply ${describe(obj)}`, err);
   }
+}
+
+/** group/version → plural of the kinds the operator writes; others are discovered by client-node. */
+const KNOWN_PLURALS: Record<string, string> = {
+  "v1/Secret": "secrets",
+  "v1/ConfigMap": "configmaps",
+  "v1/Service": "services",
+  "v1/PersistentVolumeClaim": "persistentvolumeclaims",
+  "apps/v1/StatefulSet": "statefulsets",
+  "apps/v1/Deployment": "deployments",
+  "batch/v1/Job": "jobs",
+  "policy/v1/PodDisruptionBudget": "poddisruptionbudgets",
+  "cert-manager.io/v1/Certificate": "certificates",
+};
+
+/** The object's REST path when its kind is one the operator writes and it is namespaced. */
+export function knownResourcePath(obj: KubernetesObject): string | undefined {
+  const plural = KNOWN_PLURALS[`${obj.apiVersion}/${obj.kind}`];
+  const ns = obj.metadata?.namespace;
+  const name = obj.metadata?.name;
+  if (!plural || !ns || !name || !obj.apiVersion) return undefined;
+  const base = obj.apiVersion.includes("/") ? `/apis/${obj.apiVersion}` : `/api/${obj.apiVersion}`;
+  return `${base}/namespaces/${encodeURIComponent(ns)}/${plural}/${encodeURIComponent(name)}`;
+}
+
+/**
+ * Whether `actual` (read back from the API server) already holds everything `desired` says:
+ * objects by subset (the server adds defaults and status), arrays element by element with the
+ * same length (a removed element is a change), and `data` maps exactly (a removed Secret or
+ * ConfigMap key is a change). When in doubt the answer is false, and the caller applies.
+ */
+export function coversDesired(desired: unknown, actual: unknown, key = ""): boolean {
+  if (desired === actual) return true;
+  if (Array.isArray(desired)) {
+    return (
+      Array.isArray(actual) && actual.length === desired.length && desired.every((d, i) => coversDesired(d, actual[i]))
+    );
+  }
+  if (desired !== null && typeof desired === "object") {
+    if (actual === null || typeof actual !== "object" || Array.isArray(actual)) return false;
+    const a = actual as Record<string, unknown>;
+    const d = desired as Record<string, unknown>;
+    if (key === "data" && Object.keys(a).length !== Object.keys(d).length) return false;
+    return Object.entries(d).every(([k, v]) => v === undefined || coversDesired(v, a[k], k));
+  }
+  return false;
 }
 
 function wrap(what: string, err: unknown): Error {

@@ -64,7 +64,7 @@ import {
 import { type ScrapeTarget, scrapeTargets } from "../rotation/scrape.js";
 import { prepareTokens, type StoredToken, type StoredTokens, tokensAfterStep } from "../rotation/tokens.js";
 import { ensureClusterCertificates, servingCertificateHosts } from "../tls/index.js";
-import { applyObject, setOwnerReference, updateStatus } from "./apply.js";
+import { applyObject, coversDesired, setOwnerReference, updateStatus } from "./apply.js";
 import {
   type ClusterObservation,
   computeStatus,
@@ -302,18 +302,26 @@ export class GitalyClusterReconciler {
     const job = this.cached<V1Job>(OWNED_PATHS.jobs, req.namespace, objects.migrationJob.metadata?.name ?? "");
     const migrated = jobObservation(job).state === "succeeded";
     const stored = new Map<string, KubernetesObject>();
+    const created: string[] = [];
     for (const obj of applyOrder(objects)) {
       if (objects.generatedSecrets.includes(obj as V1Secret)) continue; // created in secretInputs
       if (obj === objects.praefect && !migrated) continue; // Praefect waits for its schema
       const path = collectionPathOf(obj);
-      const existed = path ? this.cached(path, req.namespace, obj.metadata?.name ?? "") !== undefined : true;
+      const cached = path ? this.cached(path, req.namespace, obj.metadata?.name ?? "") : undefined;
+      // Nothing to change: skip the request. A hand edit of one of our fields makes the cached
+      // object differ, so drift is still corrected (by the watch event it causes).
+      if (cached && coversDesired(obj, cached)) {
+        stored.set(`${obj.kind}/${obj.metadata?.name}`, cached);
+        continue;
+      }
       const result = await applyObject(this.opts.kubeConfig, obj);
       stored.set(`${obj.kind}/${obj.metadata?.name}`, result);
-      if (!existed) {
+      if (path && !cached) {
         log.info({ kind: obj.kind, name: obj.metadata?.name }, "created");
-        await this.emit(cluster, "Normal", "Created", `created ${obj.kind} ${obj.metadata?.name}`);
+        created.push(`${obj.kind} ${obj.metadata?.name}`);
       }
     }
+    if (created.length > 0) await this.emit(cluster, "Normal", "Created", `created ${created.join(", ")}`);
     if (migrated) await this.deleteOldMigrationJobs(req.namespace, req.name, objects.migrationJob.metadata?.name ?? "");
     const storageResize = await this.growVolumes(req.namespace, names, spec, deployedGitaly, gitalyReplicas);
 

@@ -121,8 +121,9 @@ export function rotationWanted(state: RotationState, desired: number): boolean {
   return state.phase === "Stable" && desired > Math.max(state.generation, state.abortedGeneration ?? -1);
 }
 
+/** Milliseconds kept: quietSince is compared to `now`, and rounding it down would end a quiet period early. */
 function iso(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  return d.toISOString();
 }
 
 function deliveryFor(state: RotationState): Delivery {
@@ -142,13 +143,6 @@ function deliveryFor(state: RotationState): Delivery {
 /** The generations every server should end up with in this rotation's direction. */
 function expected(state: RotationState): TokenGenerations | undefined {
   return state.aborting ? state.from : state.to;
-}
-
-function failureCount(s: ProcessSample): number {
-  return FAILURE_STATUSES.reduce(
-    (sum, status) => sum + (s.authCounts[`false/${status}`] ?? 0) + (s.authCounts[`true/${status}`] ?? 0),
-    0,
-  );
 }
 
 function failureBreakdown(s: ProcessSample, baseline: Record<string, number> | undefined): Record<string, number> {

@@ -10,7 +10,7 @@ export interface PromSample {
 const LINE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$/;
 const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
 
-function unescape(v: string): string {
+function unescapeLabel(v: string): string {
   return v.replace(/\\(["\\n])/g, (_, c: string) => (c === "n" ? "\n" : c));
 }
 
@@ -25,7 +25,7 @@ export function parsePrometheusText(text: string): PromSample[] {
     const value = Number(m[3]);
     if (Number.isNaN(value) && m[3] !== "NaN") continue;
     const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? "").matchAll(LABEL)) labels[l[1] as string] = unescape(l[2] as string);
+    for (const l of (m[2] ?? "").matchAll(LABEL)) labels[l[1] as string] = unescapeLabel(l[2] as string);
     out.push({ name: m[1] as string, labels, value });
   }
   return out;

@@ -1,10 +1,3 @@
-// grpc-js channels to Gitaly nodes: one per node, signing every call with the node's own token
-// (Gitaly's v2 scheme mints a token per call), reconnecting quickly after the node restarts.
-// The token may be a function: it is asked at the start of every call, so a token reloaded live
-// signs the next call while calls already started keep the token they went out with.
-
-import { readFileSync } from "node:fs";
-import { rootCertificates } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { AUTHORIZATION_KEY, bearerToken, v2AuthInterceptor } from "../../shared/auth/v2-token.js";
 import { clusterRootCertificates } from "../../shared/tls/roots.js";

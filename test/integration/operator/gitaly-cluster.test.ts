@@ -197,7 +197,7 @@ describe("GitalyCluster reconciler on a real kube-apiserver", () => {
       expect(job.spec?.template.spec?.initContainers?.[0]?.args).toEqual([
         "praefect",
         "-config",
-        "/etc/praefect/config.toml",
+        "/etc/praefect/config/config.toml",
         "sql-ping",
       ]);
       expect(await getObject(kc, apps("deployments", `${name}-praefect`))).toBeUndefined();

@@ -145,21 +145,21 @@ describe("the gitaly-operator program", () => {
 
   it("--help prints the usage and exits 0", async () => {
     const r = await runWithStdin(MAIN, ["--help"], "");
-    expect(r.code).toBe(0);
+    expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/^usage: gitaly-operator/);
     expect(r.out).toContain("--leader-election-namespace");
   });
 
   it("a bad flag exits 2 with a message naming it", async () => {
     const unknown = await runWithStdin(MAIN, ["--no-such-flag"], "");
-    expect(unknown.code).toBe(2);
+    expect(unknown.code, unknown.err).toBe(2);
     expect(unknown.err).toContain("--no-such-flag");
     const badValue = await runWithStdin(MAIN, ["--lease-duration", "soon"], "");
-    expect(badValue.code).toBe(2);
+    expect(badValue.code, badValue.err).toBe(2);
     expect(badValue.err).toContain("--lease-duration");
     // Leader election (the default) outside a pod needs to be told where its Lease lives.
     const noLeaseNamespace = await runWithStdin(MAIN, ["--kubeconfig", "/nonexistent"], "");
-    expect(noLeaseNamespace.code).toBe(2);
+    expect(noLeaseNamespace.code, noLeaseNamespace.err).toBe(2);
     expect(noLeaseNamespace.err).toContain("--leader-election-namespace");
   });
 
