@@ -57,7 +57,12 @@ export async function kubeRequest<T>(kubeConfig: KubeConfig, path: string, req: 
   const method = req.method ?? "GET";
   const headers: Record<string, string> = { accept: "application/json" };
   const payload = req.body === undefined ? undefined : Buffer.from(JSON.stringify(req.body));
-  if (payload) headers["content-type"] = req.contentType ?? "application/json";
+  if (payload) {
+    headers["content-type"] = req.contentType ?? "application/json";
+    // Without it Node sends a DELETE body unannounced, and on a keep-alive connection the
+    // server reads those bytes as the start of the next request.
+    headers["content-length"] = String(payload.length);
+  }
   const opts: RequestOptions = { method, headers };
   await kubeConfig.applyToHTTPSOptions(opts);
   opts.agent = keepAliveAgent(kubeConfig, opts);
