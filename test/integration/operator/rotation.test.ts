@@ -297,4 +297,64 @@ describe("token rotation through the operator", () => {
       expect.arrayContaining(["TokenRotationStarted", "TokenRotationWaiting", "TokenRotationCompleted"]),
     );
   }, 180_000);
+
+  it("pointing the client token reference at a new Secret rotates that token the same way", async () => {
+    const before = await getCluster(kc, ns, name);
+    expect(before.status?.auth).toMatchObject({ phase: "Stable", generation: 1 });
+    const internalBefore = decode(await kubeRequest<V1Secret>(kc, core("secrets", `${name}-gitaly-token`)), "token");
+    await kubeRequest(kc, core("secrets"), {
+      method: "POST",
+      body: {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "gitlab-token-2" },
+        stringData: { token: "client-token-chosen-by-the-gitlab-admin" },
+      },
+    });
+    // GitLab follows the client Secret, as in the previous rotation.
+    const channel = new grpcJs.Client(`127.0.0.1:${ports.praefect}`, grpcJs.credentials.createInsecure());
+    const repository = createClient(RepositoryService, channel as grpc.Client);
+    const failures: string[] = [];
+    let running = true;
+    const load = (async () => {
+      while (running) {
+        const token = decode(await kubeRequest<V1Secret>(kc, core("secrets", `${name}-gitaly-client`)), "token") ?? "";
+        try {
+          await repository.repositoryExists(
+            { repository: { storageName: "default", relativePath: "@hashed/00/00/missing.git" } },
+            { metadata: authMetadata(token) },
+          );
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    try {
+      await applyCluster(kc, ns, name, {
+        ...(before.spec as object),
+        auth: { rotation: { generation: 1 }, praefectTokenSecretRef: { name: "gitlab-token-2" } },
+      });
+      const done = await waitFor(
+        "rotation to generation 2 completed",
+        async () => {
+          const c = await getCluster(kc, ns, name);
+          return c.status?.auth?.phase === "Stable" && c.status.auth.generation === 2 ? c : undefined;
+        },
+        { timeoutMs: 90_000, intervalMs: 200 },
+      );
+      expect(done.status?.auth?.outcome).toBe("Completed");
+    } finally {
+      running = false;
+      await load;
+      channel.close();
+    }
+    expect(failures).toEqual([]);
+    const client = await kubeRequest<V1Secret>(kc, core("secrets", `${name}-gitaly-client`));
+    expect(decode(client, "token")).toBe("client-token-chosen-by-the-gitlab-admin");
+    // Only the client token changed.
+    expect(decode(await kubeRequest<V1Secret>(kc, core("secrets", `${name}-gitaly-token`)), "token")).toBe(
+      internalBefore,
+    );
+  }, 180_000);
 });
