@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Writes the files generated from the zod schemas in src/controller/api:
 //   crds/gitalyclusters.gitaly.dev.yaml   the CustomResourceDefinition
+//   charts/gitaly-operator/crds/...       the same CRD, in the Helm chart (Helm installs crds/)
 //   docs/api-reference.md                 the configuration reference users read
 // It imports the BUILT modules (dist/controller/api), so build first:
 //   npm run gen:crd                                    build and regenerate
@@ -27,6 +28,7 @@ const { API_REFERENCE_FILE, readSampleFiles, renderGitalyClusterReference } = aw
 
 const outputs = [
   { file: CRD_FILE, content: renderCrdYaml() },
+  { file: join("charts/gitaly-operator", CRD_FILE), content: renderCrdYaml() },
   { file: API_REFERENCE_FILE, content: renderGitalyClusterReference(readSampleFiles(root)) },
 ];
 
