@@ -2,7 +2,9 @@
 // The gitaly-cluster program. Each subcommand parses its own flags (node:util
 // parseArgs), so adding one is a new entry in SUBCOMMANDS:
 //   gitaly-cluster up ...         a local Gitaly Cluster from a GitalyCluster manifest
+//   gitaly-cluster rotate ...     rotate the auth tokens of a running local cluster
 //   gitaly-cluster gateway ...    git smart HTTP in front of a Gitaly or Praefect
+import { ROTATE_USAGE, runRotate } from "./cluster/rotate.js";
 import { UP_USAGE } from "./cluster/usage.js";
 import { GATEWAY_USAGE, runGateway } from "./gateway/cli.js";
 
@@ -18,6 +20,12 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
     usage: UP_USAGE,
     // Loaded on use: the gateway subcommand need not load the runner (and the API schemas).
     run: async (argv) => (await import("./cluster/cli.js")).runUp(argv),
+  },
+  rotate: {
+    summary: "rotate both auth tokens of a running local cluster, without failing a request",
+    usage: ROTATE_USAGE,
+    // Light to load: it imports the rotation driver and the manifest loader on use.
+    run: runRotate,
   },
   gateway: {
     summary: "serve git smart HTTP (clone, fetch, push) for a Gitaly or Praefect",

@@ -213,3 +213,25 @@ describe("stepRotation", () => {
     expect(r.message).toBe("tokens of generation 4 are in force and enforced");
   });
 });
+
+describe("restarts during Verifying", () => {
+  test("a server whose counters went down restarted: the quiet period starts again", () => {
+    const fleet = new Fleet();
+    const { state } = run(fleet, { steps: 4 });
+    expect(state.phase).toBe("Verifying");
+    const restarted = fleet.samples.map((s) =>
+      s.name === "praefect-1" ? { ...s, authCounts: { "false/would be ok": 1 } } : s,
+    );
+    const later = new Date(Date.UTC(2026, 10, 24));
+    const r = stepRotation(state, {
+      now: later,
+      desiredGeneration: 2,
+      abortRequested: false,
+      samples: restarted,
+      quietPeriodMs: QUIET_MS,
+    });
+    expect(r.state.phase).toBe("Verifying");
+    expect(r.state.quietSince).toBe(later.toISOString());
+    expect(r.message).toMatch(/praefect-1 restarted; the quiet period starts again/);
+  });
+});

@@ -126,7 +126,8 @@ function iso(d: Date): string {
   return d.toISOString();
 }
 
-function deliveryFor(state: RotationState): Delivery {
+/** What servers and clients must be given in `state` (e.g. to restart processes mid-rotation). */
+export function deliveryFor(state: Pick<RotationState, "phase" | "aborting">): Delivery {
   switch (state.phase) {
     case "Stable":
       return { transitioning: false, tokens: "current" };
@@ -157,9 +158,14 @@ function failureBreakdown(s: ProcessSample, baseline: Record<string, number> | u
   return out;
 }
 
+function totalCount(s: ProcessSample): number {
+  return Object.values(s.authCounts).reduce((a, b) => a + b, 0);
+}
+
 function baselineOf(samples: readonly ProcessSample[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const s of samples) {
+    out[`${s.name}/total`] = totalCount(s);
     for (const status of FAILURE_STATUSES) {
       out[`${s.name}/${status}`] = (s.authCounts[`false/${status}`] ?? 0) + (s.authCounts[`true/${status}`] ?? 0);
     }
@@ -278,6 +284,17 @@ export function stepRotation(state: RotationState, input: StepInput): StepResult
         delete next.quietSince;
         delete next.baseline;
         return result(next, `Verifying: back to RollingOut: ${behind.join("; ")}`, true);
+      }
+      // A server whose counters went down restarted: failures before the restart are gone from
+      // its counters, so the quiet period cannot vouch for it. Start the period again.
+      const restarted = samples.filter((s) => totalCount(s) < (state.baseline?.[`${s.name}/total`] ?? 0));
+      if (restarted.length > 0) {
+        const next: RotationState = { ...state, quietSince: iso(now), baseline: baselineOf(samples) };
+        return result(
+          next,
+          `Verifying: ${restarted.map((s) => s.name).join(", ")} restarted; the quiet period starts again`,
+          false,
+        );
       }
       const since = state.quietSince ? new Date(state.quietSince) : now;
       const failures: string[] = [];

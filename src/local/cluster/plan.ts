@@ -88,6 +88,11 @@ export interface PlanInput {
   logLevel: LogLevel;
   /** Parent of Gitaly runtime dirs whose path in the state dir would be too long for a socket. */
   shortRuntimeBase: string;
+  /**
+   * [auth] transitioning of every server (default false): true when the cluster starts in the
+   * middle of a token rotation whose phase lets servers accept any token.
+   */
+  authTransitioning?: boolean;
 }
 
 /** The listeners a cluster needs, by name; the port allocator assigns each a port. */
@@ -172,6 +177,7 @@ export function planCluster(input: PlanInput): ClusterPlan {
     throw new Error("ports do not match the number of Gitaly nodes and Praefects");
   }
   const logging = { format: "json" as const, level: input.logLevel };
+  const transitioning = input.authTransitioning ?? false;
   const concurrency = concurrencyParams(spec.gitaly.concurrency);
 
   const gitaly = ports.gitaly.map((p, index): GitalyNodePlan => {
@@ -186,7 +192,7 @@ export function planCluster(input: PlanInput): ClusterPlan {
       prometheusListenAddr: hostPort(p.metrics),
       runtimeDir,
       gracefulRestartTimeoutMs: LOCAL_GRACE_MS,
-      auth: { tokenFile: layout.gitalyTokenFile, transitioning: false },
+      auth: { tokenFile: layout.gitalyTokenFile, transitioning },
       storage: { name: storage, path: storagePath },
       logging,
       ...(concurrency.length > 0 ? { concurrency } : {}),
@@ -223,7 +229,7 @@ export function planCluster(input: PlanInput): ClusterPlan {
         : {}),
       prometheusListenAddr: hostPort(p.metrics),
       gracefulStopTimeoutMs: LOCAL_GRACE_MS,
-      auth: { tokenFile: layout.praefectTokenFile, transitioning: false },
+      auth: { tokenFile: layout.praefectTokenFile, transitioning },
       logging,
       virtualStorages: [{ name: virtualStorage, defaultReplicationFactor: spec.praefect.replicationFactor, nodes }],
       // The password is not in the file: the runner passes it as PGPASSWORD, as a pod gets it from a Secret.

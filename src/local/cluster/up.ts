@@ -3,7 +3,7 @@
 // Praefect routers (all with configs from src/shared/render, as the operator renders them),
 // and the HTTP gateway in front of the first Praefect. Every start step registers its stop
 // step, so a failure or a Ctrl-C at any point stops what runs, in the order of teardown.ts.
-import { mkdirSync, readdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -27,6 +27,7 @@ import {
   planCluster,
 } from "./plan.js";
 import { assignPorts, requireFreePort } from "./ports.js";
+import { type RotationInProgress, rotationInProgress } from "./rotate.js";
 import { loadSample, localDeviations, localTlsEnabled } from "./sample.js";
 import {
   claimStateDir,
@@ -39,6 +40,7 @@ import {
   resetStateDir,
   type StateLayout,
   stateLayout,
+  writePrivateFile,
 } from "./state.js";
 import type { Teardown } from "./teardown.js";
 import { ensureLocalTls, trustEnv } from "./tls.js";
@@ -66,6 +68,21 @@ export interface UpIo {
 function rotateLogs(dir: string): void {
   for (const name of readdirSync(dir)) {
     if (name.endsWith(".log")) renameSync(join(dir, name), join(dir, `${name}.1`));
+  }
+}
+
+/**
+ * Puts the tokens a rotation in progress delivers in its phase into the token files (a stop
+ * between the record's save and its delivery may have left the previous step's), so that the
+ * servers start the way the rotation left them and `gitaly-cluster rotate` resumes from there.
+ */
+function restoreRotationTokens(layout: StateLayout, rotation: RotationInProgress): void {
+  const files: [string, string][] = [
+    [layout.gitalyTokenFile, rotation.tokens.internal],
+    [layout.praefectTokenFile, rotation.tokens.client],
+  ];
+  for (const [file, token] of files) {
+    if (readFileSync(file, "utf8").trim() !== token) writePrivateFile(file, `${token}\n`);
   }
 }
 
@@ -148,6 +165,17 @@ export async function startLocalCluster(options: UpOptions, io: UpIo, teardown: 
 
   ensureSecret(layout.praefectTokenFile);
   ensureSecret(layout.gitalyTokenFile);
+  // Configs are rendered afresh on every start: in the middle of a token rotation they must say
+  // what the rotation's phase says, or enforcement would come back before every client has the new token.
+  const rotation = await rotationInProgress(layout);
+  if (rotation) {
+    const { phase, targetGeneration, aborting } = rotation.state;
+    io.progress(
+      `a token rotation ${aborting ? "being aborted " : ""}is in progress (to generation ${targetGeneration}, phase ${phase}): ` +
+        `starting with [auth] transitioning = ${rotation.transitioning}; run "gitaly-cluster rotate --state-dir ${layout.root}" to finish it`,
+    );
+    restoreRotationTokens(layout, rotation);
+  }
   const postgresPassword = ensureSecret(layout.postgresPasswordFile);
   const localTls = tls
     ? await ensureLocalTls(layout.tlsDir, name, parseDuration(spec.tls.duration) / 86_400_000)
@@ -175,6 +203,7 @@ export async function startLocalCluster(options: UpOptions, io: UpIo, teardown: 
     ...(localTls ? { tls: localTls } : {}),
     logLevel: options.logLevel,
     shortRuntimeBase: tmpdir(),
+    authTransitioning: rotation?.transitioning ?? false,
   });
   writeConfigs(plan);
   const programs = programPaths();
