@@ -18,7 +18,14 @@ import { DEFAULT_CHECKS } from "./cli/check.js";
 import { databaseAddress, hasDirectConnection, pgConnectionConfig } from "./config/database.js";
 import { readPraefectAuthToken } from "./config/environment.js";
 import { loadPraefectConfigFile } from "./config/load.js";
-import { nodeTokensOf, nodeTopologyChanges, reloadWatchedFiles, withNodeTokens } from "./config/reload.js";
+import {
+  nodeTokensOf,
+  nodeTopologyChanges,
+  reloadWatchedFiles,
+  servingKeyPairFiles,
+  tlsListenerChanges,
+  withNodeTokens,
+} from "./config/reload.js";
 import { type PraefectConfig, stripListenScheme } from "./config/schema.js";
 import { migrate, planMigrations } from "./datastore/migrate.js";
 import { createNodeManager } from "./nodes/manager.js";
@@ -237,6 +244,9 @@ async function serve(configPath: string): Promise<number> {
     // token file are watched, and SIGHUP forces a look. Everything is read first and swapped
     // after, with no await in between, so a reload applies entirely or not at all; a file that
     // cannot be read or holds no token fails the whole reload and the previous settings stay.
+    // The TLS key pair is watched too and reloaded on its own: a renewed certificate must not wait
+    // for a token file to be fixed, nor a token rotation for a certificate.
+    const keyPairFiles = servingKeyPairFiles(config);
     let reloading: Promise<void> = Promise.resolve();
     let watcher: FileWatcher | undefined;
     let watchedKey = "";
@@ -262,21 +272,29 @@ async function serve(configPath: string): Promise<number> {
             "node storages or addresses changed in the configuration: not applied, restart Praefect to apply them",
           );
         }
+        const listener = tlsListenerChanges(runningConfig, fresh);
+        if (listener.length > 0) {
+          logger.warn(
+            { changes: listener },
+            "the TLS listener changed in the configuration: not applied, restart Praefect to apply it",
+          );
+        }
         router.reload({ token: authToken, transitioning: fresh.auth.transitioning });
         nodes.updateTokens(nodeTokensOf(fresh));
-        watch(reloadWatchedFiles(configPath, fresh));
+        watch(reloadWatchedFiles(configPath, fresh, keyPairFiles));
       } catch (err) {
         logger.error(
           { err: (err as Error).message },
           "reload failed; the previous auth settings and node tokens stay in force",
         );
       }
+      await router.reloadTls();
     };
     reload = () => {
       reloading = reloading.then(reloadOnce);
       return reloading;
     };
-    watch(reloadWatchedFiles(configPath, config));
+    watch(reloadWatchedFiles(configPath, config, keyPairFiles));
     stack.push("file watcher", async () => {
       reload = undefined;
       watcher?.close();

@@ -4,7 +4,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ConfigError, loadPraefectConfig, loadPraefectConfigFile } from "./load.js";
 import { parseNodeToken, readNodeTokenFile } from "./node-token.js";
-import { nodeTokensOf, nodeTopologyChanges, reloadWatchedFiles, withNodeTokens } from "./reload.js";
+import {
+  nodeTokensOf,
+  nodeTopologyChanges,
+  reloadWatchedFiles,
+  servingKeyPairFiles,
+  tlsListenerChanges,
+  withNodeTokens,
+} from "./reload.js";
 
 type Node = { storage: string; address: string; token?: string; token_file?: string };
 
@@ -149,6 +156,50 @@ describe("reloadWatchedFiles", () => {
     ]);
     expect(reloadWatchedFiles("/c.toml", configWith({ default: [{ storage: "g", address: "tcp://h:1" }] }))).toEqual([
       "/c.toml",
+    ]);
+  });
+
+  test("with the serving key pair after the token files", () => {
+    const config = configWith(
+      { default: [{ storage: "g", address: "tcp://h:1", token_file: "/run/node-token" }] },
+      'tls_listen_addr = "127.0.0.1:3305"\n[tls]\ncertificate_path = "/tls/tls.crt"\nkey_path = "/tls/tls.key"\n',
+    );
+    expect(reloadWatchedFiles("/c.toml", config, servingKeyPairFiles(config))).toEqual([
+      "/c.toml",
+      "/run/node-token",
+      "/tls/tls.crt",
+      "/tls/tls.key",
+    ]);
+  });
+});
+
+describe("servingKeyPairFiles", () => {
+  const tls = '[tls]\ncertificate_path = "/tls/tls.crt"\nkey_path = "/tls/tls.key"\n';
+  const nodes = { default: [{ storage: "g", address: "tcp://h:1" }] };
+
+  test("the certificate and key of the TLS listener", () => {
+    expect(servingKeyPairFiles(configWith(nodes, `tls_listen_addr = "tls://127.0.0.1:3305"\n${tls}`))).toEqual([
+      "/tls/tls.crt",
+      "/tls/tls.key",
+    ]);
+  });
+
+  test("none without a TLS listener, even when [tls] names files (they serve nothing)", () => {
+    expect(servingKeyPairFiles(configWith(nodes, tls))).toEqual([]);
+  });
+});
+
+describe("tlsListenerChanges", () => {
+  const nodes = { default: [{ storage: "g", address: "tcp://h:1" }] };
+  const listener = (addr: string, cert: string) =>
+    configWith(nodes, `tls_listen_addr = "${addr}"\n[tls]\ncertificate_path = "${cert}"\nkey_path = "/tls/tls.key"\n`);
+
+  test("reports another address or other file paths, not the same ones", () => {
+    const running = listener("127.0.0.1:3305", "/tls/tls.crt");
+    expect(tlsListenerChanges(running, listener("127.0.0.1:3305", "/tls/tls.crt"))).toEqual([]);
+    expect(tlsListenerChanges(running, listener("127.0.0.1:3306", "/tls/new.crt"))).toEqual([
+      'tls_listen_addr changed from "127.0.0.1:3305" to "127.0.0.1:3306"',
+      'tls.certificate_path changed from "/tls/tls.crt" to "/tls/new.crt"',
     ]);
   });
 });

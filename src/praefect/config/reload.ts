@@ -2,7 +2,8 @@
 // freshly loaded configuration (both already parsed, token files already read): the tokens
 // Praefect presents to its nodes are applied; the node set and the node addresses are not (the
 // connections, the health loop and the database records are built from them at start), so those
-// changes are only reported.
+// changes are only reported. The TLS key pair is re-read from the files the listener started with;
+// other paths or another listen address are reported too.
 import type { PraefectConfig } from "./schema.js";
 
 type NodeTopology = Pick<PraefectConfig, "virtual_storage">;
@@ -59,18 +60,45 @@ export function nodeTopologyChanges(running: NodeTopology, fresh: NodeTopology):
   return changes;
 }
 
+type TlsListener = Pick<PraefectConfig, "tls_listen_addr" | "tls">;
+
+/** The certificate and key files the TLS listener serves ([] without tls_listen_addr). */
+export function servingKeyPairFiles(config: TlsListener): string[] {
+  if (config.tls_listen_addr === "") return [];
+  return [config.tls.certificate_path, config.tls.key_path].filter((p) => p !== "");
+}
+
 /**
- * The files whose changes trigger a reload: the config file, [auth] token_file, and every node's
- * token_file (each once, in configuration order).
+ * The differences in tls_listen_addr and [tls] file paths between the running and a fresh
+ * configuration, one sentence each ([] = none): the listener keeps its address and re-reads the
+ * files it started with, so these need a restart.
+ */
+export function tlsListenerChanges(running: TlsListener, fresh: TlsListener): string[] {
+  const fields = [
+    ["tls_listen_addr", running.tls_listen_addr, fresh.tls_listen_addr],
+    ["tls.certificate_path", running.tls.certificate_path, fresh.tls.certificate_path],
+    ["tls.key_path", running.tls.key_path, fresh.tls.key_path],
+  ] as const;
+  return fields
+    .filter(([, before, after]) => before !== after)
+    .map(([key, before, after]) => `${key} changed from ${q(before)} to ${q(after)}`);
+}
+
+/**
+ * The files whose changes trigger a reload: the config file, [auth] token_file, every node's
+ * token_file, and `keyPairFiles` (servingKeyPairFiles of the running configuration), each once,
+ * in that order.
  */
 export function reloadWatchedFiles(
   configPath: string,
   config: Pick<PraefectConfig, "auth" | "virtual_storage">,
+  keyPairFiles: readonly string[] = [],
 ): string[] {
   const paths = [
     configPath,
     config.auth.token_file,
     ...config.virtual_storage.flatMap((vs) => vs.node.map((n) => n.token_file)),
+    ...keyPairFiles,
   ];
   return [...new Set(paths.filter((p) => p !== ""))];
 }

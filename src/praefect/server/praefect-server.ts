@@ -4,7 +4,7 @@
 // proxies; the services Praefect answers itself; and the read cache kept fresh by LISTEN/NOTIFY.
 // The node connections, the health loop, replication and the metrics endpoint belong to the
 // caller (main.ts), which passes them in.
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
@@ -23,6 +23,7 @@ import { parseListenAddress } from "../../shared/config/listen-address.js";
 import { observabilityInterceptor } from "../../shared/grpc/observability.js";
 import { addService, grpcMethodDefinition } from "../../shared/grpc/service.js";
 import type { Logger } from "../../shared/logging.js";
+import { ReloadableKeyPair } from "../../shared/tls/serving-key-pair.js";
 import { NotificationListener, REPOSITORY_CHANGE_CHANNELS, UpToDateCache } from "../datastore/notifications.js";
 import { ReplicationQueue } from "../datastore/queue.js";
 import { RepositoryStore } from "../datastore/repositories.js";
@@ -84,6 +85,13 @@ export interface PraefectRouter {
   readonly notificationsConnected: Promise<void>;
   /** Swaps the client token and transitioning flag; the next call sees them. */
   reload(auth: AuthSettings): void;
+  /**
+   * Re-reads [tls] certificate_path and key_path: a changed pair that passes the checks goes to new
+   * handshakes (live connections keep theirs) and is logged with its serial and notAfter; one that
+   * does not is logged as an error and the previous pair stays. Never throws; without a TLS
+   * listener it does nothing.
+   */
+  reloadTls(): Promise<void>;
   /** Stops accepting, drains in-flight calls up to graceful_stop_timeout, then stops. */
   shutdown(): Promise<void>;
 }
@@ -104,6 +112,17 @@ function listen(server: NetServer | TlsServer, address: { host: string; port: nu
     if (typeof address === "string") server.listen(address, done);
     else server.listen(address.port, address.host === "" ? undefined : address.host, done);
   });
+}
+
+/** What the logs say of a serving certificate: which one and until when, never the key. */
+function certificateFields(keyPair: ReloadableKeyPair) {
+  const { serialNumber, notAfter, subject } = keyPair.certificate;
+  return {
+    certificate_path: keyPair.files.certificatePath,
+    serial: serialNumber,
+    not_after: notAfter.toISOString(),
+    subject,
+  };
 }
 
 function checkConfig(config: PraefectRouterConfig): void {
@@ -223,6 +242,7 @@ export async function startPraefectRouter(options: PraefectRouterOptions): Promi
 
   const listeners: (NetServer | TlsServer)[] = [];
   const addresses: PraefectRouter["addresses"] = {};
+  let tls: { server: TlsServer; keyPair: ReloadableKeyPair } | undefined;
   const closeAll = () => {
     for (const l of listeners) l.close();
   };
@@ -241,10 +261,15 @@ export async function startPraefectRouter(options: PraefectRouterOptions): Promi
     }
     if (config.tls_listen_addr) {
       if (!config.tls?.certificate_path || !config.tls.key_path) throw new Error("tls_listen_addr requires [tls]");
-      const [cert, key] = await Promise.all([readFile(config.tls.certificate_path), readFile(config.tls.key_path)]);
-      const tls = createTlsServer({ cert, key, ALPNProtocols: ["h2"] }, accept("tls"));
-      listeners.push(tls);
-      addresses.tls = await listen(tls, parseListenAddress(config.tls_listen_addr));
+      const keyPair = await ReloadableKeyPair.load({
+        certificatePath: config.tls.certificate_path,
+        keyPath: config.tls.key_path,
+      });
+      const server = createTlsServer({ ...keyPair.secureContextOptions, ALPNProtocols: ["h2"] }, accept("tls"));
+      listeners.push(server);
+      tls = { server, keyPair };
+      addresses.tls = await listen(server, parseListenAddress(config.tls_listen_addr));
+      logger.info(certificateFields(keyPair), "serving TLS certificate");
     }
   } catch (err) {
     closeAll();
@@ -275,6 +300,32 @@ export async function startPraefectRouter(options: PraefectRouterOptions): Promi
         { transitioning: auth.transitioning, generation: tokenGeneration(auth.token) },
         "reloaded auth settings",
       );
+    },
+    async reloadTls() {
+      if (!tls) return;
+      const { server, keyPair } = tls;
+      try {
+        const result = await keyPair.reload(server);
+        if (!result.swapped) return;
+        logger.info(
+          {
+            ...certificateFields(keyPair),
+            previous_serial: result.previous.serialNumber,
+            previous_not_after: result.previous.notAfter.toISOString(),
+          },
+          "reloaded TLS certificate: new connections get it, live ones keep theirs",
+        );
+      } catch (err) {
+        logger.error(
+          {
+            err: (err as Error).message,
+            certificate_path: keyPair.files.certificatePath,
+            key_path: keyPair.files.keyPath,
+            serial: keyPair.certificate.serialNumber,
+          },
+          "TLS certificate reload failed; the previous certificate stays in force",
+        );
+      }
     },
     async shutdown() {
       health.setServing(false);
