@@ -45,19 +45,19 @@ export interface CloneBenchOptions {
   log: (msg: string) => void;
 }
 
-interface Sample {
+export interface Sample {
   ms: number;
   bytes: number;
   cpuS?: number;
 }
 
-async function countBytes(stream: Readable): Promise<number> {
+export async function countBytes(stream: Readable): Promise<number> {
   let bytes = 0;
   for await (const chunk of stream) bytes += (chunk as Buffer).length;
   return bytes;
 }
 
-function fetchRequest(pkt: PktLine, wants: string[]): Buffer {
+export function fetchRequest(pkt: PktLine, wants: string[]): Buffer {
   return Buffer.concat([
     pkt.encodePktLine("command=fetch\n"),
     pkt.encodePktLine("agent=git/2.39.5\n"),
@@ -72,7 +72,7 @@ function fetchRequest(pkt: PktLine, wants: string[]): Buffer {
   ]);
 }
 
-function direct(repo: string, body: Buffer): Promise<Sample> {
+export function direct(repo: string, body: Buffer): Promise<Sample> {
   return new Promise((done, fail) => {
     const t0 = performance.now();
     // The configuration Gitaly gives upload-pack, so both sides do the same work.
@@ -100,12 +100,13 @@ function direct(repo: string, body: Buffer): Promise<Sample> {
   });
 }
 
-async function viaGitaly(
+export async function viaGitaly(
   conn: InstanceType<Backchannel["BackchannelConnection"]>,
   pb: SmartHttpPb,
   metadata: () => Record<string, string>,
   relativePath: string,
   body: Buffer,
+  storageName = "default",
 ): Promise<Sample> {
   const t0 = performance.now();
   const { sidechannel: bytes } = await conn.withSidechannel(
@@ -118,7 +119,7 @@ async function viaGitaly(
     (md) =>
       conn.unary(
         pb.SmartHTTPService.method.postUploadPackWithSidechannel,
-        { repository: { storageName: "default", relativePath }, gitProtocol: "version=2" },
+        { repository: { storageName, relativePath }, gitProtocol: "version=2" },
         { metadata: md },
       ),
     metadata(),
@@ -126,7 +127,7 @@ async function viaGitaly(
   return { ms: performance.now() - t0, bytes };
 }
 
-function viaGateway(url: string, body: Buffer): Promise<Sample> {
+export function viaGateway(url: string, body: Buffer): Promise<Sample> {
   return new Promise((done, fail) => {
     const t0 = performance.now();
     const req = httpRequest(

@@ -1,10 +1,12 @@
 // One command for the benchmarks (see bench/README.md):
-//   node bench/run.ts [all|clone|reads] [--runs N] [--commits N] [--blob-kib N]
-//                     [--concurrency N] [--requests N] [--max-seconds N]
+//   node bench/run.ts [all|clone|reads|praefect] [--runs N] [--commits N] [--blob-kib N]
+//                     [--concurrency N] [--requests N] [--max-seconds N] [--reads N] [--cpu-prof]
+// `all` is clone and reads; praefect (PostgreSQL, 3 Gitaly, Praefect) runs only when named.
 // Runs against the build in dist/ (build first), writes bench/results/<name>.json and
 // prints one summary line per benchmark.
 import { parseArgs } from "node:util";
 import type * as Clone from "./clone.js";
+import type * as Praefect from "./praefect.js";
 import type * as Reads from "./reads.js";
 import type * as Support from "./support.js";
 
@@ -27,12 +29,14 @@ async function main(): Promise<void> {
       requests: { type: "string", default: "5000" },
       warmup: { type: "string", default: "300" },
       "max-seconds": { type: "string", default: "20" },
+      reads: { type: "string", default: "2000" },
+      "cpu-prof": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
     },
   });
   const which = positionals[0] ?? "all";
-  if (!["all", "clone", "reads"].includes(which)) {
-    throw new Error(`unknown benchmark ${JSON.stringify(which)}: want all, clone or reads`);
+  if (!["all", "clone", "reads", "praefect"].includes(which)) {
+    throw new Error(`unknown benchmark ${JSON.stringify(which)}: want all, clone, reads or praefect`);
   }
   const log = (msg: string) => {
     if (!values.quiet) process.stderr.write(`  ${msg}\n`);
@@ -61,6 +65,19 @@ async function main(): Promise<void> {
     });
     const file = support.writeResult("reads", result);
     process.stdout.write(`reads: ${reads.reportReads(result)} -> ${file}\n`);
+  }
+  if (which === "praefect") {
+    const praefect = await load<typeof Praefect>("./praefect.ts");
+    const result = await praefect.runPraefectBench({
+      ...repo,
+      runs: positiveInt("runs", values.runs),
+      reads: positiveInt("reads", values.reads),
+      concurrency: positiveInt("concurrency", values.concurrency),
+      cpuProf: values["cpu-prof"] ?? false,
+      log,
+    });
+    const file = support.writeResult("praefect", result);
+    process.stdout.write(`${praefect.reportPraefect(result)} -> ${file}\n`);
   }
 }
 

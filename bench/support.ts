@@ -252,12 +252,27 @@ export interface GatewayHandle {
   stop(): Promise<void>;
 }
 
+export interface GatewayProcessOptions {
+  /** The storage (or Praefect virtual storage) of every repository; default "default". */
+  storage?: string;
+  /** Creates a repository on its first push (`--create-on-push`). */
+  createOnPush?: boolean;
+  /** Distinguishes the token and log files of several gateways in one directory. */
+  name?: string;
+}
+
 /** Starts `dist/local/main.js gateway` in front of `upstream`; resolves once it answers. */
-export async function startGatewayProcess(dir: string, upstream: string, token: string): Promise<GatewayHandle> {
+export async function startGatewayProcess(
+  dir: string,
+  upstream: string,
+  token: string,
+  options: GatewayProcessOptions = {},
+): Promise<GatewayHandle> {
   const port = await freePort();
-  const tokenFile = join(dir, "gateway-token");
+  const name = options.name ?? "gateway";
+  const tokenFile = join(dir, `${name}-token`);
   writeFileSync(tokenFile, token, { mode: 0o600 });
-  const logFile = join(dir, "gateway.log");
+  const logFile = join(dir, `${name}.log`);
   const child = spawnLogged(
     process.execPath,
     [
@@ -271,6 +286,8 @@ export async function startGatewayProcess(dir: string, upstream: string, token: 
       tokenFile,
       "--log-level",
       "warn",
+      ...(options.storage ? ["--storage", options.storage] : []),
+      ...(options.createOnPush ? ["--create-on-push"] : []),
     ],
     logFile,
   );
@@ -295,7 +312,7 @@ export async function startGatewayProcess(dir: string, upstream: string, token: 
   return { url, pid: child.pid, stop };
 }
 
-function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
+export function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
   writeFileSync(logFile, "");
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   const append = (d: Buffer) => writeFileSync(logFile, d, { flag: "a" });
@@ -306,7 +323,7 @@ function spawnLogged(command: string, args: string[], logFile: string): ChildPro
   return child;
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
+export function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((done) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
