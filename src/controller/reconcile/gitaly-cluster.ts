@@ -153,6 +153,7 @@ export class GitalyClusterReconciler {
   private readonly events: EventRecorder;
   private readonly now: () => Date;
   private readonly retryMs: number;
+  private readonly rotationMemory = new Map<string, RotationState>();
 
   constructor(private readonly opts: GitalyClusterControllerOptions) {
     this.events = opts.events ?? new EventRecorder(opts.kubeConfig);
@@ -188,7 +189,10 @@ export class GitalyClusterReconciler {
   async reconcile(req: ReconcileRequest<GitalyCluster>): Promise<ReconcileResult | undefined> {
     const cluster = req.object;
     // Deleted: the garbage collector removes what we own (PVCs are retained on purpose).
-    if (!cluster || cluster.metadata.deletionTimestamp) return undefined;
+    if (!cluster || cluster.metadata.deletionTimestamp) {
+      this.rotationMemory.delete(req.key);
+      return undefined;
+    }
     const log = this.opts.logger.child({ cluster: req.key, generation: cluster.metadata.generation });
     const generation = cluster.metadata.generation ?? 0;
     const names = clusterObjectNames(req.name);
@@ -257,16 +261,18 @@ export class GitalyClusterReconciler {
     let tls: ClusterObservation["tls"];
     let requeueAfterMs: number | undefined;
     try {
+      const known = this.rotationStateOf(req.key, cluster);
       const rotating =
-        (cluster.status?.auth?.phase ?? "Stable") !== "Stable" ||
-        spec.auth.rotation.generation > (cluster.status?.auth?.generation ?? spec.auth.rotation.generation);
+        (known?.phase ?? "Stable") !== "Stable" ||
+        spec.auth.rotation.generation > (known?.generation ?? spec.auth.rotation.generation);
       const secrets = await this.secretInputs(
         cluster,
         spec,
         names,
         rotating || spec.auth.gitalyTokenSecretRef !== undefined || spec.auth.praefectTokenSecretRef !== undefined,
       );
-      rotation = await this.rotate(cluster, spec, secrets.stored, secrets.user);
+      rotation = await this.rotate(cluster, known, spec, secrets.stored, secrets.user);
+      this.rotationMemory.set(req.key, rotation.state);
       const tlsInputs = await this.tlsInputs(cluster, spec, names, gitalyReplicas);
       tls = tlsInputs.observation;
       requeueAfterMs = tlsInputs.requeueAfterMs;
@@ -421,8 +427,20 @@ export class GitalyClusterReconciler {
    * rotation is wanted or in progress, and decides the token values and the transitioning
    * flag to deliver through the Secrets and ConfigMaps.
    */
+  /**
+   * The rotation state this process last computed for the cluster, else the one in its status.
+   * status.auth is the rotation's memory, but the informer cache can lag our own status write
+   * by a reconcile or two, and stepping from a stale state would walk phases again. Only the
+   * leader writes status.auth, so what it computed last is the newest; a new leader starts
+   * from the status.
+   */
+  private rotationStateOf(key: string, cluster: GitalyCluster): RotationState | undefined {
+    return this.rotationMemory.get(key) ?? rotationStateFromStatus(cluster.status?.auth);
+  }
+
   private async rotate(
     cluster: GitalyCluster,
+    known: RotationState | undefined,
     spec: ResolvedGitalyClusterSpec,
     stored: StoredTokens,
     user: Partial<Record<TokenKind, string>>,
@@ -433,8 +451,7 @@ export class GitalyClusterReconciler {
     message: string;
     waiting: boolean;
   }> {
-    const previous =
-      rotationStateFromStatus(cluster.status?.auth) ?? initialRotationState(spec.auth.rotation.generation);
+    const previous = known ?? initialRotationState(spec.auth.rotation.generation);
     let desired = spec.auth.rotation.generation;
     // Pointing a token reference at another Secret (or changing its value) rotates too.
     const userChanged = (["internal", "client"] as const).some(

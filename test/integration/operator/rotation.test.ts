@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { GitalyCluster } from "../../../src/controller/api/resource.js";
 import { GitalyClusterReconciler } from "../../../src/controller/reconcile/gitaly-cluster.js";
 import { kubeRequest } from "../../../src/controller/reconcile/kube-http.js";
+import { watchResource } from "../../../src/controller/reconcile/watch.js";
 import { RepositoryService } from "../../../src/gen/repository_pb.js";
 import { authMetadata } from "../../../src/shared/auth/v2-token.js";
 import { createClient } from "../../../src/shared/grpc/service.js";
@@ -226,13 +227,17 @@ describe("token rotation through the operator", () => {
       }
     })();
 
-    const phases: string[] = [];
-    const watchPhases = setInterval(() => {
-      void getCluster(kc, ns, name).then((c) => {
-        const p = c.status?.auth?.phase;
+    // Every status write, from a watch (polling could miss a short phase on a busy machine).
+    const phases: string[] = [before.status?.auth?.phase ?? "?"];
+    const watchPhases = watchResource<GitalyCluster>({
+      kubeConfig: kc,
+      path: `/apis/gitaly.dev/v1alpha1/namespaces/${ns}/gitalyclusters`,
+      onEvent: (e) => {
+        const p = e.object.status?.auth?.phase;
         if (p && phases.at(-1) !== p) phases.push(p);
-      });
-    }, 50);
+      },
+    });
+    await watchPhases.waitForSync();
     try {
       await applyCluster(kc, ns, name, {
         ...(before.spec as object),
@@ -274,7 +279,7 @@ describe("token rotation through the operator", () => {
       await new Promise((r) => setTimeout(r, 500));
     } finally {
       running = false;
-      clearInterval(watchPhases);
+      await watchPhases.stop();
       await load;
       channel.close();
     }
