@@ -123,4 +123,45 @@ describe("node health consensus", () => {
     ]);
     expect(await new NodeStatusStore(db.pool, "p1").consensusHealthyStorages()).toEqual({ "vs-a": ["a1"] });
   });
+
+  describe("with each Praefect's latest check as its vote", () => {
+    const failedNow = (praefect: string, storage: string, vs = "vs") => ({
+      praefect,
+      virtualStorage: vs,
+      storage,
+      contactedSecondsAgo: 0,
+      seenActiveSecondsAgo: 2,
+    });
+
+    it("drops a node once a majority's latest check failed, while the 10 s view still counts it", async () => {
+      await reportNodes(db.pool, [failedNow("p1", "s1"), failedNow("p2", "s1"), seen("p1", "s2"), seen("p2", "s2")]);
+      expect(await new NodeStatusStore(db.pool, "p1").consensusHealthyStorages()).toEqual({ vs: ["s1", "s2"] });
+      const fast = new NodeStatusStore(db.pool, "p1", "latest-check");
+      expect(await fast.consensusHealthyStorages()).toEqual({ vs: ["s2"] });
+      expect(await fast.isHealthyByConsensus("vs", "s1")).toBe(false);
+      expect(await fast.isHealthyByConsensus("vs", "s2")).toBe(true);
+    });
+
+    it("keeps the quorum: a partitioned Praefect's failed checks change nothing", async () => {
+      // p3 reaches no node; p1 and p2 reach all of them.
+      await reportNodes(db.pool, [...["s1", "s2"].flatMap((s) => [seen("p1", s), seen("p2", s), failedNow("p3", s)])]);
+      const fast = new NodeStatusStore(db.pool, "p3", "latest-check");
+      expect(await fast.consensusHealthyStorages()).toEqual({ vs: ["s1", "s2"] });
+    });
+
+    it("does not let a partitioned Praefect declare nodes healthy on its own either", async () => {
+      await reportNodes(db.pool, [failedNow("p1", "s1"), failedNow("p2", "s1"), seen("p3", "s1")]);
+      expect(await new NodeStatusStore(db.pool, "p3", "latest-check").consensusHealthyStorages()).toEqual({});
+    });
+
+    it("still ignores sightings older than 10 s", async () => {
+      await reportNodes(db.pool, [
+        { praefect: "p1", virtualStorage: "vs", storage: "s1", contactedSecondsAgo: 30, seenActiveSecondsAgo: 30 },
+        seen("p1", "s2"),
+      ]);
+      expect(await new NodeStatusStore(db.pool, "p1", "latest-check").consensusHealthyStorages()).toEqual({
+        vs: ["s2"],
+      });
+    });
+  });
 });

@@ -363,6 +363,57 @@ describe("RepositoryStore", () => {
     });
   });
 
+  describe("primary election on latest checks (fast failure detection)", () => {
+    const failed = (praefect: string, storage: string) => ({
+      praefect,
+      virtualStorage: "vs",
+      storage,
+      contactedSecondsAgo: 0,
+      seenActiveSecondsAgo: 1,
+    });
+    const passed = (praefect: string, storage: string) => ({
+      praefect,
+      virtualStorage: "vs",
+      storage,
+      contactedSecondsAgo: 0,
+      seenActiveSecondsAgo: 0,
+    });
+
+    it("fails over as soon as a majority's latest check failed, where upstream's view still waits", async () => {
+      const fast = new RepositoryStore(db.pool, configured, { electionVote: "latest-check" });
+      const id = await create("fast.git", "s1", ["s2", "s3"]);
+      // Both Praefects saw s1 healthy a second ago and failing now: within upstream's 10 s window.
+      await reportNodes(db.pool, [
+        failed("praefect-0", "s1"),
+        failed("p2", "s1"),
+        passed("p2", "s2"),
+        passed("p2", "s3"),
+      ]);
+      expect(await store.electPrimary(id)).toEqual({ primary: "s1", previous: "s1", valid: true });
+      const elected = await fast.electPrimary(id);
+      expect(elected.previous).toBe("s1");
+      expect(["s2", "s3"]).toContain(elected.primary);
+      expect(elected.valid).toBe(true);
+    });
+
+    it("does not fail over on a minority's failed checks", async () => {
+      const fast = new RepositoryStore(db.pool, configured, { electionVote: "latest-check" });
+      const id = await create("minority.git", "s1", ["s2", "s3"]);
+      // Three Praefects (quorum 2): only p3 cannot reach s1 (e.g. partitioned).
+      await reportNodes(db.pool, [
+        passed("p2", "s1"),
+        failed("p3", "s1"),
+        passed("p2", "s2"),
+        failed("p3", "s2"),
+        passed("p2", "s3"),
+        failed("p3", "s3"),
+      ]);
+      for (let i = 0; i < 3; i++) {
+        expect(await fast.electPrimary(id)).toEqual({ primary: "s1", previous: "s1", valid: true });
+      }
+    });
+  });
+
   describe("metadata and dataloss", () => {
     it("describes every replica of a repository", async () => {
       const id = await create("meta.git", "s1", ["s2"], ["s3"]);

@@ -11,6 +11,7 @@ import {
   RepositoryNotFoundError,
   WriteToOutdatedNodesError,
 } from "./errors.js";
+import { type ConsensusVote, healthyStoragesRelation } from "./health.js";
 
 /** The generation of a replica that does not exist (and of a repository without one recorded). */
 export const GENERATION_UNKNOWN = -1;
@@ -112,11 +113,24 @@ function toRecord(row: RepositoryRow): RepositoryRecord {
 
 const REPOSITORY_COLUMNS = `repository_id, virtual_storage, relative_path, replica_path, "primary", generation`;
 
+export interface RepositoryStoreOptions {
+  /**
+   * How the election counts health votes: "latest-check" with [failover] error thresholds
+   * configured (fast failure detection, see health.ts), upstream's healthy_storages otherwise.
+   */
+  electionVote?: ConsensusVote;
+}
+
 export class RepositoryStore {
+  private readonly electionVote: ConsensusVote;
+
   constructor(
     private readonly db: Queryable,
     private readonly configuredStorages: ConfiguredStorages = {},
-  ) {}
+    options: RepositoryStoreOptions = {},
+  ) {
+    this.electionVote = options.electionVote ?? "recent-sighting";
+  }
 
   private storagesOf(virtualStorage: string): readonly string[] {
     const storages = this.configuredStorages[virtualStorage];
@@ -717,31 +731,35 @@ export class RepositoryStore {
    * is, and `valid` is false: the repository is unavailable for writes.
    */
   async electPrimary(repositoryId: number): Promise<PrimaryElection> {
+    // The candidates are valid_primaries; with the "latest-check" vote they are further limited
+    // to storages healthy by that stricter consensus (a subset of healthy_storages, so this is
+    // valid_primaries as it would be over that consensus, save that an unassigned replica does
+    // not become eligible until the view itself drops the assigned ones: the cautious side).
+    const latestCheck = this.electionVote === "latest-check";
     const { rows } = await this.db.query<{ current: string | null; previous: string | null; valid: boolean }>(
-      `WITH reread AS (
+      `WITH candidates AS (
+         SELECT vp.storage
+         FROM valid_primaries AS vp
+         WHERE vp.repository_id = $1
+           AND (NOT $2::boolean OR EXISTS (
+             SELECT FROM ${healthyStoragesRelation("latest-check")} AS healthy
+             WHERE healthy.virtual_storage = vp.virtual_storage AND healthy.storage = vp.storage
+           ))
+       ),
+       reread AS (
          SELECT repository_id, "primary"
          FROM repositories
          WHERE repository_id = $1
-           AND NOT EXISTS (
-             SELECT FROM valid_primaries AS vp
-             WHERE vp.repository_id = repositories.repository_id AND vp.storage = repositories."primary"
-           )
-           AND EXISTS (SELECT FROM valid_primaries AS vp WHERE vp.repository_id = repositories.repository_id)
+           AND NOT EXISTS (SELECT FROM candidates AS c WHERE c.storage = repositories."primary")
+           AND EXISTS (SELECT FROM candidates)
          FOR NO KEY UPDATE
        ),
        elected AS (
          UPDATE repositories
-         SET "primary" = (
-           SELECT vp.storage FROM valid_primaries AS vp
-           WHERE vp.repository_id = repositories.repository_id
-           ORDER BY random()
-           LIMIT 1
-         )
+         SET "primary" = (SELECT c.storage FROM candidates AS c ORDER BY random() LIMIT 1)
          FROM reread
          WHERE repositories.repository_id = reread.repository_id
-           AND NOT EXISTS (
-             SELECT FROM valid_primaries AS vp WHERE vp.repository_id = $1 AND vp.storage = reread."primary"
-           )
+           AND NOT EXISTS (SELECT FROM candidates AS c WHERE c.storage = reread."primary")
          RETURNING repositories."primary"
        ),
        outcome AS (
@@ -754,10 +772,9 @@ export class RepositoryStore {
          WHERE snapshot.repository_id = $1
        )
        SELECT current, previous,
-              EXISTS (SELECT FROM valid_primaries AS vp WHERE vp.repository_id = $1 AND vp.storage = outcome.current)
-                AS valid
+              EXISTS (SELECT FROM candidates AS c WHERE c.storage = outcome.current) AS valid
        FROM outcome`,
-      [repositoryId],
+      [repositoryId, latestCheck],
     );
     const row = rows[0];
     if (!row) throw new RepositoryNotFoundError(`repository id ${repositoryId}`);

@@ -7,7 +7,12 @@
 //
 // With [failover] error thresholds configured, errors the router reports count against a node:
 // at the threshold it drops out of the local view at once, and its health checks are
-// short-circuited to "unhealthy" (upstream's circuit breaker) until the errors age out.
+// short-circuited to "unhealthy" (upstream's circuit breaker) until the errors age out. That is
+// the only way tracked errors reach the election, as upstream: this Praefect records the node
+// unhealthy in node_status, one vote in the consensus; it never elects from its own view. What
+// thresholds change besides is how votes count (election-vote.ts): each Praefect's latest check,
+// so a majority that has seen the node fail fails it over within a health-check round or two
+// instead of after the 10 s sighting window.
 //
 // The token presented to each node can be swapped live (updateTokens): every call started after
 // the swap, on the channel, the backchannel or in gitaly-servers metadata, uses the new one.
@@ -28,6 +33,7 @@ import type { NodeToken } from "../config/reload.js";
 import { errorThresholdsConfigured, type PraefectConfig } from "../config/schema.js";
 import { type HealthCheckResult, NodeStatusStore } from "../datastore/health.js";
 import { createNodeChannel, nodeRootCertificates } from "./channel.js";
+import { electionVote } from "./election-vote.js";
 import { type ErrorKind, ErrorTracker } from "./error-tracker.js";
 import { nodeTokenInfo } from "./token-metrics.js";
 import type { GitalyNode, NodeManager } from "./types.js";
@@ -170,7 +176,7 @@ export function createNodeManager(options: NodeManagerOptions): PraefectNodeMana
   const log = logger.child({ component: "node_manager" });
   const intervalMs = options.healthCheckIntervalMs ?? HEALTH_CHECK_INTERVAL_MS;
   const timeoutMs = options.healthCheckTimeoutMs ?? HEALTH_CHECK_TIMEOUT_MS;
-  const statusStore = new NodeStatusStore(options.db, praefectName);
+  const statusStore = new NodeStatusStore(options.db, praefectName, electionVote(config.failover));
   const tracker = errorThresholdsConfigured(config.failover)
     ? new ErrorTracker(
         {

@@ -27,6 +27,7 @@ import { ReloadableKeyPair } from "../../shared/tls/serving-key-pair.js";
 import { NotificationListener, REPOSITORY_CHANGE_CHANNELS, UpToDateCache } from "../datastore/notifications.js";
 import { ReplicationQueue } from "../datastore/queue.js";
 import { RepositoryStore } from "../datastore/repositories.js";
+import { electionVote, type FailoverVoteSettings } from "../nodes/election-vote.js";
 import type { NodeManager } from "../nodes/types.js";
 import { Coordinator } from "../router/coordinator.js";
 import { buildMethodTable, PROXIED_SERVICES, type ProxiedMethod, proxiedMethod } from "../router/method-table.js";
@@ -51,7 +52,7 @@ export interface PraefectRouterConfig {
     default_replication_factor?: number;
     node: readonly { storage: string }[];
   }[];
-  failover?: { enabled?: boolean; election_strategy?: string };
+  failover?: FailoverVoteSettings & { election_strategy?: string };
   /** Milliseconds in-flight calls get on shutdown before they are cancelled (upstream default 1m). */
   graceful_stop_timeout?: number;
   prometheus?: { grpc_latency_buckets?: number[] };
@@ -144,7 +145,7 @@ export async function startPraefectRouter(options: PraefectRouterOptions): Promi
   const replicationFactors = Object.fromEntries(
     config.virtual_storage.map((vs) => [vs.name, vs.default_replication_factor ?? 0]),
   );
-  const store = new RepositoryStore(options.db, configuredStorages);
+  const store = new RepositoryStore(options.db, configuredStorages, { electionVote: electionVote(config.failover) });
   const queue = new ReplicationQueue(options.db);
   const cache = new UpToDateCache(store, undefined, (err) =>
     logger.error({ err }, "unparsable change notification: read cache disabled until the listener reconnects"),
