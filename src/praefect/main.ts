@@ -30,6 +30,7 @@ import { type PraefectConfig, stripListenScheme } from "./config/schema.js";
 import { migrate, planMigrations } from "./datastore/migrate.js";
 import { createNodeManager } from "./nodes/manager.js";
 import { praefectNameFor } from "./nodes/praefect-name.js";
+import { staleJobIntervalsFromEnv } from "./replication/stale-jobs.js";
 import { startVerifier } from "./replication/verifier.js";
 import { startReplication } from "./replication/workers.js";
 
@@ -221,7 +222,19 @@ async function serve(configPath: string): Promise<number> {
     stack.push("router", () => router.shutdown());
     for (const [schema, address] of Object.entries(router.addresses)) logger.info({ schema, address }, "listening");
 
-    const replication = startReplication({ config, nodes, db: pool, logger, registry, dbRegistry });
+    const staleJobIntervals = staleJobIntervalsFromEnv(process.env);
+    if (Object.keys(staleJobIntervals).length > 0) {
+      logger.warn(staleJobIntervals, "stale replication job handling overridden through the environment");
+    }
+    const replication = startReplication({
+      config,
+      nodes,
+      db: pool,
+      logger,
+      registry,
+      dbRegistry,
+      intervals: staleJobIntervals,
+    });
     // Jobs in flight get the graceful stop timeout; one still running after that is left to the
     // stale-job sweep of another Praefect (or of this one after a restart), as upstream does.
     stack.push("replication", () => withinTimeout(replication.stop(), config.graceful_stop_timeout, logger));

@@ -36,7 +36,10 @@ export interface RepositoryHandlersDeps {
 
 function databaseError(context: string, err: unknown): RpcError {
   const message = `${context}: ${err instanceof Error ? err.message : String(err)}`;
-  return new RpcError(isDatabaseUnavailable(err) ? Code.UNAVAILABLE : Code.INTERNAL, message, { cause: err });
+  // Named, so the client can tell an outage of Praefect's database from one of a Gitaly node.
+  if (isDatabaseUnavailable(err))
+    return new RpcError(Code.UNAVAILABLE, `database unavailable: ${message}`, { cause: err });
+  return new RpcError(Code.INTERNAL, message, { cause: err });
 }
 
 export function repositoryExistsHandler(
