@@ -52,6 +52,30 @@ class Trickle extends Duplex {
   }
 }
 
+/**
+ * An in-memory duplex pair with writev, as sockets have: records how the session hands
+ * bytes to its transport (one entry per _write or _writev call, with its chunk count).
+ */
+class Recorder extends Duplex {
+  peer: Recorder | undefined;
+  readonly batches: number[] = [];
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.batches.push(1);
+    this.peer?.push(chunk);
+    callback();
+  }
+  override _writev(chunks: { chunk: Buffer }[], callback: () => void): void {
+    this.batches.push(chunks.length);
+    this.peer?.push(Buffer.concat(chunks.map((c) => c.chunk)));
+    callback();
+  }
+  override _final(callback: () => void): void {
+    this.peer?.push(null);
+    callback();
+  }
+}
+
 function tricklePair(): [Trickle, Trickle] {
   const a = new Trickle();
   const b = new Trickle();
@@ -222,6 +246,31 @@ describe("yamux session", () => {
     raw.write(header(0, 0, 1, 2 * 1024 * 1024));
     expect(await readBytes(raw, 12)).toEqual(header(3, 0, 0, 1));
     await once(raw, "close");
+  });
+
+  it("hands the frames of one turn of the event loop to the transport in one write", async () => {
+    const a = new Recorder();
+    const b = new Recorder();
+    a.peer = b;
+    b.peer = a;
+    const received: Promise<Buffer>[] = [];
+    new YamuxSession(b, {
+      role: "server",
+      onStream: (stream) => received.push(readAll(stream)),
+    });
+    const session = new YamuxSession(a, { role: "client" });
+    const stream = session.open();
+    const pieces = Array.from({ length: 20 }, (_, i) => Buffer.alloc(1000, i));
+    for (const piece of pieces) stream.write(piece);
+    stream.end();
+    await new Promise((resolve) => stream.once("finish", resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    // SYN, 20 Data frames (header and payload each) and the FIN, in one writev.
+    expect(a.batches).toEqual([1 + 20 * 2 + 1]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(received).toHaveLength(1);
+    expect(sha(await (received[0] as Promise<Buffer>))).toBe(sha(Buffer.concat(pieces)));
+    session.close();
   });
 
   it("aborts open streams when the connection drops", async () => {

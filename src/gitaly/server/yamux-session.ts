@@ -13,6 +13,11 @@
 //   so a stream never buffers more than the maximum window;
 // - FIN half-closes; RST aborts; pings are answered, never sent (keepalive off, as
 //   Gitaly configures it: gRPC keeps the connection alive).
+//
+// Frames written during one turn of the event loop leave in one writev: the transport
+// is corked at the first frame and uncorked from setImmediate (or at once past
+// MAX_CORKED_BYTES). A relay that receives a burst of frames on one connection and
+// re-sends them on another would otherwise make one syscall per frame.
 import { EventEmitter } from "node:events";
 import { Duplex } from "node:stream";
 
@@ -38,6 +43,9 @@ export const INITIAL_STREAM_WINDOW = 256 * 1024;
 const MAX_DATA_FRAME = 64 * 1024;
 // After a graceful close, how long the peer gets to hang up before we drop the connection.
 const CLOSE_GRACE_MS = 5_000;
+// Corked bytes beyond which frames go out without waiting for the end of the turn, so a
+// large write with a large window is not held in memory in full.
+const MAX_CORKED_BYTES = 1024 * 1024;
 
 export interface YamuxSessionOptions {
   /** Clients open odd stream ids, servers even ones. */
@@ -76,6 +84,10 @@ export class YamuxSession extends EventEmitter {
   private remoteGoAway = false;
   private shutdown = false;
   private closeError: Error | undefined;
+  // Whether we corked the transport and an uncork is scheduled; bytes written since.
+  private corked = false;
+  private corkedBytes = 0;
+  private readonly uncorkLater = () => this.flush();
 
   constructor(transport: Duplex, options: YamuxSessionOptions) {
     super();
@@ -125,6 +137,7 @@ export class YamuxSession extends EventEmitter {
     if (this.shutdown) return;
     this.localGoAway = true;
     this.sendFrame(TYPE_GO_AWAY, 0, 0, GO_AWAY_NORMAL);
+    this.flush();
     this.transport.end();
     const timer = setTimeout(() => this.transport.destroy(), CLOSE_GRACE_MS);
     timer.unref();
@@ -153,21 +166,40 @@ export class YamuxSession extends EventEmitter {
     this.emit("close", failed ? err : undefined);
   }
 
-  /** @internal Writes one frame; false if the transport asks writers to wait for 'drain'. */
+  /**
+   * @internal Queues one frame for the end of this turn of the event loop; false if the
+   * transport asks writers to wait for 'drain'. Header and payload are separate chunks
+   * (no copy); the header comes from Buffer's shared pool.
+   */
   sendFrame(type: number, flags: number, streamId: number, length: number, payload?: Buffer): boolean {
     if (this.shutdown || this.transport.destroyed || this.transport.writableEnded) return false;
     const header = Buffer.allocUnsafe(YAMUX_HEADER_SIZE);
-    header.writeUInt8(PROTOCOL_VERSION, 0);
-    header.writeUInt8(type, 1);
+    header[0] = PROTOCOL_VERSION;
+    header[1] = type;
     header.writeUInt16BE(flags, 2);
     header.writeUInt32BE(streamId, 4);
     header.writeUInt32BE(length, 8);
-    if (!payload) return this.transport.write(header);
-    this.transport.cork();
-    this.transport.write(header);
-    const ok = this.transport.write(payload);
-    this.transport.uncork();
+    if (!this.corked) {
+      this.corked = true;
+      this.transport.cork();
+      setImmediate(this.uncorkLater);
+    }
+    let ok = this.transport.write(header);
+    if (payload) ok = this.transport.write(payload);
+    this.corkedBytes += YAMUX_HEADER_SIZE + (payload?.length ?? 0);
+    if (this.corkedBytes >= MAX_CORKED_BYTES) {
+      this.flush();
+      ok = !this.transport.writableNeedDrain;
+    }
     return ok;
+  }
+
+  /** Sends the frames queued so far (one writev); the scheduled uncork then finds nothing to do. */
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.corkedBytes = 0;
+    if (this.transport.writableCorked > 0) this.transport.uncork();
   }
 
   /** @internal Calls `fn` once the transport has room again (at once if it has). */
@@ -329,6 +361,7 @@ export class YamuxSession extends EventEmitter {
 
   private protocolError(message: string): void {
     this.sendFrame(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR);
+    this.flush();
     this.terminate(streamError(`yamux: ${message}`, "EPROTO"));
   }
 }

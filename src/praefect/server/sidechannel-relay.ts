@@ -5,7 +5,7 @@
 // pkt-lines ending with the flush, node→client raw). As upstream's sidechannel proxy does, the
 // client's sidechannel is only opened when the node opened its own, so a call the node rejects
 // leaves the client's sidechannel untouched.
-import type { Writable } from "node:stream";
+import { finished, type Readable, type Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { sidechannelFromCall } from "../../gitaly/server/sidechannel.js";
 import { AUTHORIZATION_KEY, bearerToken } from "../../shared/auth/v2-token.js";
@@ -21,16 +21,26 @@ export function hasSidechannel(metadata: grpc.Metadata): boolean {
   return metadata.get(SIDECHANNEL_METADATA_KEY).length > 0;
 }
 
-function whenWritable(stream: Writable): Promise<void> {
-  if (!stream.writableNeedDrain || stream.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
+/**
+ * Pipes `from` into `to` (left open) until `from` ends: chunks pass through as they arrive,
+ * without copies, and `from` pauses while `to` is above its high-water mark. Rejects if
+ * either side fails or `to` closes first. Neither stream is destroyed here: the
+ * sidechannels' owners close them (with FIN, not a reset).
+ */
+function relayUntilEnd(from: Readable, to: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error | null) => {
+      stopFrom();
+      stopTo();
+      from.unpipe(to);
+      if (err) reject(err);
+      else resolve();
     };
-    stream.on("drain", done);
-    stream.on("close", done);
+    const stopFrom = finished(from, { writable: false }, (err) => settle(err));
+    const stopTo = finished(to, { readable: false }, (err) =>
+      settle(err ?? new Error("sidechannel: client side finished before the relay")),
+    );
+    from.pipe(to, { end: false });
   });
 }
 
@@ -47,11 +57,10 @@ async function copySidechannels(
     })();
     // Upload-pack may answer and close before reading everything; the rest is moot then.
     toNode.catch(() => undefined);
-    const toClient = (async () => {
-      for await (const chunk of upstream.readable) {
-        if (!downstream.writable.write(chunk as Buffer)) await whenWritable(downstream.writable);
-      }
-    })();
+    // The pack is the bulk of the bytes: piped chunk by chunk as the node's frames arrive,
+    // without copies, pausing the node's stream (and so its window) while the client lags.
+    const toClient = relayUntilEnd(upstream.readable, downstream.writable);
+    toClient.catch(() => undefined);
     // Done when the node closed its side; a failure sending the request fails the relay earlier.
     await Promise.race([toClient, toNode.then(() => toClient)]);
     await downstream.close();
