@@ -9,6 +9,8 @@ import { clusterObjectNames } from "./names.js";
 import { CA_CERT_KEY, GITALY_MOUNTS, GITALY_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
 import {
   containerSecurityContext,
+  grpcHealthProbes,
+  grpcServerPorts,
   placementFields,
   podSecurityContext,
   secretKeyVolume,
@@ -64,7 +66,6 @@ export function gitalyStatefulSet(input: BuildInput): V1StatefulSet {
     { name: "tmp", emptyDir: {} },
     ...(tlsSecret ? [secretVolume("tls", tlsSecret)] : []),
   ];
-  const grpcProbe = { grpc: { port: GITALY_PORTS.grpc } };
   return {
     apiVersion: "apps/v1",
     kind: "StatefulSet",
@@ -103,18 +104,8 @@ export function gitalyStatefulSet(input: BuildInput): V1StatefulSet {
                   // Replication dials other nodes over tls:// and must trust the cluster CA.
                   ...(tlsSecret ? [{ name: "SSL_CERT_FILE", value: `${GITALY_MOUNTS.tlsDir}/${CA_CERT_KEY}` }] : []),
                 ],
-                ports: [
-                  { name: "grpc", containerPort: GITALY_PORTS.grpc, protocol: "TCP" },
-                  ...(tlsEnabled(input)
-                    ? [{ name: "grpc-tls", containerPort: GITALY_PORTS.tls, protocol: "TCP" }]
-                    : []),
-                  { name: "metrics", containerPort: GITALY_PORTS.metrics, protocol: "TCP" },
-                ],
-                // The gRPC health service is exempt from token authentication (as upstream), so
-                // the kubelet's native gRPC probe keeps working with auth enforced.
-                startupProbe: { ...grpcProbe, periodSeconds: 1, failureThreshold: 120 },
-                readinessProbe: { ...grpcProbe, periodSeconds: 5, failureThreshold: 3 },
-                livenessProbe: { ...grpcProbe, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+                ports: grpcServerPorts(GITALY_PORTS, tlsEnabled(input)),
+                ...grpcHealthProbes(GITALY_PORTS.grpc),
                 volumeMounts: [
                   // Each pod reads the config rendered for its own storage (named after the pod).
                   { name: "config", mountPath: GITALY_MOUNTS.configDir, readOnly: true },

@@ -3,8 +3,10 @@
 import type {
   V1Affinity,
   V1Container,
+  V1ContainerPort,
   V1PodSecurityContext,
   V1PodSpec,
+  V1Probe,
   V1ResourceRequirements,
   V1SecurityContext,
   V1Volume,
@@ -95,4 +97,34 @@ export function secretVolume(name: string, secretName: string): V1Volume {
 export function withResources(c: V1Container, r: ResourceRequirements | undefined): V1Container {
   const resources = resourcesOf(r);
   return resources ? { ...c, resources } : c;
+}
+
+/** Ports of a gRPC server container: plaintext, TLS when enabled, metrics (the contract's numbers). */
+export function grpcServerPorts(
+  ports: { grpc: number; tls: number; metrics: number },
+  tls: boolean,
+): V1ContainerPort[] {
+  return [
+    { name: "grpc", containerPort: ports.grpc, protocol: "TCP" },
+    ...(tls ? [{ name: "grpc-tls", containerPort: ports.tls, protocol: "TCP" }] : []),
+    { name: "metrics", containerPort: ports.metrics, protocol: "TCP" },
+  ];
+}
+
+/**
+ * Startup, readiness and liveness probes on the plaintext gRPC port. The gRPC health service is
+ * exempt from token authentication (as upstream), so the kubelet's native probe works with auth
+ * enforced.
+ */
+export function grpcHealthProbes(port: number): {
+  startupProbe: V1Probe;
+  readinessProbe: V1Probe;
+  livenessProbe: V1Probe;
+} {
+  const grpc = { grpc: { port } };
+  return {
+    startupProbe: { ...grpc, periodSeconds: 1, failureThreshold: 120 },
+    readinessProbe: { ...grpc, periodSeconds: 5, failureThreshold: 3 },
+    livenessProbe: { ...grpc, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+  };
 }

@@ -14,6 +14,8 @@ import { clusterObjectNames } from "./names.js";
 import { CA_CERT_KEY, PRAEFECT_MOUNTS, PRAEFECT_POD_CONFIG_PATH, TOKEN_FILE_NAME } from "./paths.js";
 import {
   containerSecurityContext,
+  grpcHealthProbes,
+  grpcServerPorts,
   placementFields,
   podSecurityContext,
   secretKeyVolume,
@@ -85,7 +87,6 @@ export function praefectDeployment(input: BuildInput): V1Deployment {
   const selector = selectorLabels(input.cluster.name, "praefect");
   const praefect = input.spec.praefect;
   const runtime = praefectRuntime(input, { tokens: true });
-  const grpcProbe = { grpc: { port: PRAEFECT_PORTS.grpc } };
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -113,16 +114,8 @@ export function praefectDeployment(input: BuildInput): V1Deployment {
                 imagePullPolicy: input.spec.imagePullPolicy,
                 args: ["praefect", "-config", PRAEFECT_POD_CONFIG_PATH, "serve"],
                 env: runtime.env,
-                ports: [
-                  { name: "grpc", containerPort: PRAEFECT_PORTS.grpc, protocol: "TCP" },
-                  ...(tlsEnabled(input)
-                    ? [{ name: "grpc-tls", containerPort: PRAEFECT_PORTS.tls, protocol: "TCP" }]
-                    : []),
-                  { name: "metrics", containerPort: PRAEFECT_PORTS.metrics, protocol: "TCP" },
-                ],
-                startupProbe: { ...grpcProbe, periodSeconds: 1, failureThreshold: 120 },
-                readinessProbe: { ...grpcProbe, periodSeconds: 5, failureThreshold: 3 },
-                livenessProbe: { ...grpcProbe, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+                ports: grpcServerPorts(PRAEFECT_PORTS, tlsEnabled(input)),
+                ...grpcHealthProbes(PRAEFECT_PORTS.grpc),
                 volumeMounts: runtime.mounts,
                 securityContext: containerSecurityContext(),
               },
