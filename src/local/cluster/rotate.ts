@@ -15,7 +15,6 @@ import { isDuration, parseDuration } from "../../controller/api/units.js";
 import type { RotationRecord, RunRotationResult, TokenPair } from "../../controller/rotation/driver.js";
 import type { RotationFiles, ServerFiles } from "../../controller/rotation/files.js";
 import {
-  type Delivery,
   deliveryFor,
   type RotationPhase,
   type RotationState,
