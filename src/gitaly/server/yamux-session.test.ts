@@ -76,13 +76,17 @@ class Recorder extends Duplex {
   }
 }
 
-function tricklePair(): [Trickle, Trickle] {
-  const a = new Trickle();
-  const b = new Trickle();
+/** Two in-memory transports of one kind, each delivering what it is written to the other. */
+function connectedPair<T extends Duplex & { peer: T | undefined }>(make: () => T): [T, T] {
+  const a = make();
+  const b = make();
   a.peer = b;
   b.peer = a;
   return [a, b];
 }
+
+const tricklePair = () => connectedPair(() => new Trickle());
+const memoryPair = () => connectedPair(() => new Recorder());
 
 function header(type: number, flags: number, id: number, length: number): Buffer {
   const h = Buffer.alloc(12);
@@ -249,10 +253,7 @@ describe("yamux session", () => {
   });
 
   it("hands the frames of one turn of the event loop to the transport in one write", async () => {
-    const a = new Recorder();
-    const b = new Recorder();
-    a.peer = b;
-    b.peer = a;
+    const [a, b] = memoryPair();
     const received: Promise<Buffer>[] = [];
     new YamuxSession(b, {
       role: "server",
@@ -287,5 +288,127 @@ describe("yamux session", () => {
     expect(session.closed).toBe(true);
     expect(stream.errored).not.toBeNull();
     expect(() => session.open()).toThrow(/session shutdown/);
+  });
+});
+
+/**
+ * origin --(a)--> relay --(b)--> sink: every stream the origin opens is spliced by the
+ * relay into a stream it opens to the sink, which the relay ends once the splice is done.
+ */
+function relayTopology(window?: number) {
+  const [originSide, relayIn] = memoryPair();
+  const [relayOut, sinkSide] = memoryPair();
+  const sinkStreams: YamuxStream[] = [];
+  const splices: Promise<void>[] = [];
+  const relayTargets: YamuxStream[] = [];
+  new YamuxSession(sinkSide, { role: "server", onStream: (s) => sinkStreams.push(s) });
+  const toSink = new YamuxSession(relayOut, { role: "client" });
+  const relay = new YamuxSession(relayIn, {
+    role: "server",
+    ...(window === undefined ? {} : { maxStreamWindow: window }),
+    onStream: (source) => {
+      const target = toSink.open();
+      relayTargets.push(target);
+      const done = source.spliceTo(target).then(() => {
+        target.end();
+      });
+      done.catch(() => {});
+      splices.push(done);
+    },
+  });
+  const origin = new YamuxSession(originSide, { role: "client" });
+  return { origin, relay, toSink, sinkStreams, splices, relayTargets };
+}
+
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("yamux splice", () => {
+  it("relays a stream into another session byte for byte, and resolves at the source's FIN", async () => {
+    const { origin, sinkStreams, splices } = relayTopology();
+    const stream = origin.open();
+    const payload = randomBytes(5 * 1024 * 1024 + 3);
+    stream.end(payload);
+    while (sinkStreams.length === 0) await nextTurn();
+    const received = await readAll(sinkStreams[0] as YamuxStream);
+    expect(received.length).toBe(payload.length);
+    expect(sha(received)).toBe(sha(payload));
+    await expect(splices[0]).resolves.toBeUndefined();
+  });
+
+  it("holds the origin back while the final reader does not read", async () => {
+    const { origin, sinkStreams } = relayTopology();
+    const stream = origin.open();
+    const payload = randomBytes(8 * 1024 * 1024);
+    let written = false;
+    stream.end(payload, () => {
+      written = true;
+    });
+    while (sinkStreams.length === 0) await nextTurn();
+    const sink = sinkStreams[0] as YamuxStream;
+    sink.pause();
+    for (let i = 0; i < 20; i++) await nextTurn();
+    // Windows of 256 KiB at both hops bound what is in flight: nowhere near 8 MiB.
+    expect(written).toBe(false);
+    expect(stream.writableLength).toBeGreaterThan(payload.length - 2 * 1024 * 1024);
+    const received = readAll(sink);
+    sink.resume();
+    expect(sha(await received)).toBe(sha(payload));
+    expect(written).toBe(true);
+  });
+
+  it("sends bytes that arrived before the splice first", async () => {
+    const [originSide, relayIn] = memoryPair();
+    const [relayOut, sinkSide] = memoryPair();
+    const sinkStreams: YamuxStream[] = [];
+    new YamuxSession(sinkSide, { role: "server", onStream: (s) => sinkStreams.push(s) });
+    const toSink = new YamuxSession(relayOut, { role: "client" });
+    const sources: YamuxStream[] = [];
+    new YamuxSession(relayIn, { role: "server", onStream: (s) => sources.push(s) });
+    const origin = new YamuxSession(originSide, { role: "client" });
+    const stream = origin.open();
+    stream.write("head:");
+    while (sources.length === 0) await nextTurn();
+    const source = sources[0] as YamuxStream;
+    // Part of the early bytes taken into the Readable buffer, part still queued in the session.
+    source.once("readable", () => {});
+    for (let i = 0; i < 5; i++) await nextTurn();
+    stream.end("tail");
+    await nextTurn();
+    const target = toSink.open();
+    const spliced = source.spliceTo(target);
+    await spliced;
+    target.end();
+    while (sinkStreams.length === 0) await nextTurn();
+    expect((await readAll(sinkStreams[0] as YamuxStream)).toString()).toBe("head:tail");
+  });
+
+  it("rejects when the target is reset, and when the source is reset", async () => {
+    const first = relayTopology();
+    const a = first.origin.open();
+    a.write(randomBytes(64 * 1024));
+    while (first.sinkStreams.length === 0) await nextTurn();
+    (first.sinkStreams[0] as YamuxStream).destroy();
+    await expect(first.splices[0]).rejects.toThrow(/reset/);
+
+    const second = relayTopology();
+    const b = second.origin.open();
+    b.write(randomBytes(64 * 1024));
+    while (second.splices.length === 0) await nextTurn();
+    b.destroy();
+    await expect(second.splices[0]).rejects.toThrow(/reset/);
+  });
+
+  it("refuses a second splice of the same stream or into the same target", async () => {
+    const [x, y] = memoryPair();
+    new YamuxSession(y, { role: "server", onStream: () => {} });
+    const session = new YamuxSession(x, { role: "client" });
+    const [s1, s2, s3] = [session.open(), session.open(), session.open()];
+    const pending = s1.spliceTo(s2);
+    await expect(s1.spliceTo(s3)).rejects.toThrow(/already spliced/);
+    await expect(s3.spliceTo(s2)).rejects.toThrow(/already receives/);
+    await expect(s3.spliceTo(s3)).rejects.toThrow(/itself/);
+    pending.catch(() => {});
+    session.close();
+    await expect(pending).rejects.toThrow();
   });
 });

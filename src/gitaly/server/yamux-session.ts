@@ -18,6 +18,12 @@
 // is corked at the first frame and uncorked from setImmediate (or at once past
 // MAX_CORKED_BYTES). A relay that receives a burst of frames on one connection and
 // re-sends them on another would otherwise make one syscall per frame.
+//
+// A relay can splice one stream into another (YamuxStream.spliceTo): Data frames that
+// arrive for the source go out as Data frames of the target in the same turn, with no
+// Readable/Writable machinery in between. Flow control carries through: bytes the
+// target has no window (or transport room) for wait in the source's receive queue, and
+// the source's peer gets window back only as they leave.
 import { EventEmitter } from "node:events";
 import { Duplex } from "node:stream";
 
@@ -202,6 +208,14 @@ export class YamuxSession extends EventEmitter {
     if (this.transport.writableCorked > 0) this.transport.uncork();
   }
 
+  /**
+   * @internal True while the transport holds more unsent bytes than one corked batch: a
+   * relay should wait for whenWritable() before queueing more.
+   */
+  get congested(): boolean {
+    return !this.shutdown && this.transport.writableNeedDrain && this.transport.writableLength >= MAX_CORKED_BYTES;
+  }
+
   /** @internal Calls `fn` once the transport has room again (at once if it has). */
   whenWritable(fn: () => void): void {
     if (this.shutdown || !this.transport.writableNeedDrain) fn();
@@ -371,6 +385,15 @@ interface PendingWrite {
   callback: (err?: Error | null) => void;
 }
 
+interface Splice {
+  target: YamuxStream;
+  resolve: () => void;
+  reject: (err: Error) => void;
+  // Whether a wait for the target's transport to drain is registered.
+  awaitingDrain: boolean;
+  detachTarget: () => void;
+}
+
 /**
  * One yamux stream: a Duplex whose end() half-closes (FIN) and whose destroy()
  * before end() aborts (RST). Destroying after end() keeps draining the peer's data
@@ -403,6 +426,10 @@ export class YamuxStream extends Duplex {
   private draining = false;
   private released = false;
   private pendingWrite: PendingWrite | undefined;
+  // This stream's received data goes straight to another stream (spliceTo).
+  private splice: Splice | undefined;
+  // The stream spliced into this one, told when this one gets window or fails.
+  private spliceSource: YamuxStream | undefined;
 
   /** @internal Streams come from YamuxSession.open() or its onStream callback. */
   constructor(session: YamuxSession, id: number, direction: "inbound" | "outbound") {
@@ -456,7 +483,8 @@ export class YamuxStream extends Duplex {
     }
     this.recvQueue.push(chunk);
     this.recvQueued += chunk.length;
-    if (this.wantsRead) this.flushReceived();
+    if (this.splice) this.forwardSpliced();
+    else if (this.wantsRead) this.flushReceived();
   }
 
   /** @internal ACK and RST; FIN is applied after the frame's payload by remoteFinished(). */
@@ -465,6 +493,7 @@ export class YamuxStream extends Duplex {
       this.reset = true;
       this.release();
       this.failPendingWrite(streamError("yamux: stream reset by peer", "ECONNRESET"));
+      this.spliceSource?.failSplice(streamError("yamux: relay target reset by peer", "ECONNRESET"));
       if (!this.destroyed) this.destroy(streamError("yamux: stream reset by peer", "ECONNRESET"));
     }
   }
@@ -477,7 +506,8 @@ export class YamuxStream extends Duplex {
       this.release();
       return;
     }
-    this.flushReceived();
+    if (this.splice) this.forwardSpliced();
+    else this.flushReceived();
     if (this.localFin) this.release();
   }
 
@@ -485,16 +515,23 @@ export class YamuxStream extends Duplex {
   addSendWindow(delta: number): void {
     this.sendWindow += delta;
     if (this.pendingWrite) this.pump();
+    this.spliceSource?.forwardSpliced();
   }
 
   /** @internal The whole session went away. */
   sessionClosed(err: Error): void {
     this.released = true;
     this.failPendingWrite(err);
+    this.spliceSource?.failSplice(err);
     if (this.destroyed) return;
-    // Data the peer finished sending stays readable; a half-received stream is cut off.
-    if (this.remoteFin) this.flushReceived();
-    else this.destroy(err);
+    // Data the peer finished sending stays readable (or is still relayed); a
+    // half-received stream is cut off.
+    if (this.remoteFin) {
+      if (this.splice) this.forwardSpliced();
+      else this.flushReceived();
+    } else {
+      this.destroy(err);
+    }
   }
 
   private release(): void {
@@ -523,7 +560,110 @@ export class YamuxStream extends Duplex {
 
   override _read(): void {
     this.wantsRead = true;
-    this.flushReceived();
+    if (!this.splice) this.flushReceived();
+  }
+
+  /**
+   * Sends everything the peer sends on this stream, from now until its FIN, as Data
+   * frames of `target` (a stream of this or another session), without passing through
+   * either stream's Readable/Writable side. Bytes already buffered for reading go first.
+   * Resolves once the peer finished and every byte was handed to the target's session;
+   * rejects if either stream is reset or closed first. The target is not ended, and
+   * nothing else may write to it until the returned promise settles.
+   */
+  spliceTo(target: YamuxStream): Promise<void> {
+    if (this.splice) return Promise.reject(new Error("yamux: stream is already spliced"));
+    if (target === this) return Promise.reject(new Error("yamux: cannot splice a stream into itself"));
+    if (target.spliceSource) return Promise.reject(new Error("yamux: target already receives a splice"));
+    return new Promise<void>((resolve, reject) => {
+      // Whatever the Readable side already holds precedes what is still queued here.
+      const buffered: Buffer[] = [];
+      for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
+        buffered.push(chunk);
+      }
+      if (buffered.length > 0) {
+        const pending = this.recvQueue.slice(this.recvHead);
+        this.recvQueue = [...buffered, ...pending];
+        this.recvHead = 0;
+        for (const chunk of buffered) this.recvQueued += chunk.length;
+      }
+      const onTargetClose = () => this.failSplice(target.errored ?? streamError("yamux: relay target closed", "EPIPE"));
+      target.once("close", onTargetClose);
+      this.splice = {
+        target,
+        resolve,
+        reject,
+        awaitingDrain: false,
+        detachTarget: () => target.off("close", onTargetClose),
+      };
+      target.spliceSource = this;
+      // Writes the target took before the splice leave first: an empty write completes
+      // only after every earlier one did.
+      target.write(Buffer.alloc(0), () => this.forwardSpliced());
+    });
+  }
+
+  /** Moves queued bytes to the splice target as far as its window and transport allow. */
+  private forwardSpliced(): void {
+    const splice = this.splice;
+    if (!splice) return;
+    const target = splice.target;
+    if (target.reset || target.released || target.destroyed || target.localFin) {
+      this.failSplice(streamError("yamux: relay target closed", target.reset ? "ECONNRESET" : "EPIPE"));
+      return;
+    }
+    while (this.recvHead < this.recvQueue.length && target.sendWindow > 0) {
+      if (splice.awaitingDrain) return;
+      if (target.session.congested) {
+        splice.awaitingDrain = true;
+        target.session.whenWritable(() => {
+          splice.awaitingDrain = false;
+          this.forwardSpliced();
+        });
+        return;
+      }
+      const chunk = this.recvQueue[this.recvHead] as Buffer;
+      const n = Math.min(chunk.length, target.sendWindow, MAX_DATA_FRAME);
+      if (n === chunk.length) this.recvHead += 1;
+      else this.recvQueue[this.recvHead] = chunk.subarray(n);
+      this.recvQueued -= n;
+      target.sendWindow -= n;
+      target.session.sendFrame(TYPE_DATA, target.takeFlags(), target.id, n, chunk.subarray(0, n));
+    }
+    if (this.recvHead === this.recvQueue.length) {
+      this.recvQueue = [];
+      this.recvHead = 0;
+    }
+    if (this.splice !== splice) return;
+    if (this.remoteFin) {
+      if (this.recvQueued === 0) this.endSplice();
+    } else {
+      this.sendWindowUpdate();
+    }
+  }
+
+  private endSplice(): void {
+    const splice = this.splice;
+    if (!splice) return;
+    this.splice = undefined;
+    splice.target.spliceSource = undefined;
+    splice.detachTarget();
+    // Every byte went to the target: the Readable side ends empty.
+    if (!this.eofPushed) {
+      this.eofPushed = true;
+      this.push(null);
+    }
+    splice.resolve();
+  }
+
+  /** @internal Ends a splice with an error (either side failed). */
+  failSplice(err: Error): void {
+    const splice = this.splice;
+    if (!splice) return;
+    this.splice = undefined;
+    splice.target.spliceSource = undefined;
+    splice.detachTarget();
+    splice.reject(err);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -580,6 +720,8 @@ export class YamuxStream extends Duplex {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.pendingWrite = undefined;
+    this.failSplice(err ?? streamError("yamux: relay source destroyed", "ECONNABORTED"));
+    this.spliceSource?.failSplice(err ?? streamError("yamux: relay target destroyed", "EPIPE"));
     if (!this.released) {
       if (!this.localFin) {
         this.reset = true;

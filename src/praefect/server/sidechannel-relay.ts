@@ -8,6 +8,7 @@
 import { finished, type Readable, type Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { sidechannelFromCall } from "../../gitaly/server/sidechannel.js";
+import { YamuxStream } from "../../gitaly/server/yamux-session.js";
 import { AUTHORIZATION_KEY, bearerToken } from "../../shared/auth/v2-token.js";
 import type { BackchannelConnection, ClientSidechannel } from "../../shared/grpc/backchannel-client.js";
 import type { Logger } from "../../shared/logging.js";
@@ -22,12 +23,15 @@ export function hasSidechannel(metadata: grpc.Metadata): boolean {
 }
 
 /**
- * Pipes `from` into `to` (left open) until `from` ends: chunks pass through as they arrive,
- * without copies, and `from` pauses while `to` is above its high-water mark. Rejects if
- * either side fails or `to` closes first. Neither stream is destroyed here: the
- * sidechannels' owners close them (with FIN, not a reset).
+ * Copies `from` into `to` (left open) until `from` ends. Rejects if either side fails or
+ * `to` closes first. Neither stream is destroyed here: the sidechannels' owners close them
+ * (with FIN, not a reset). Two yamux streams are spliced: the node's Data frames leave as
+ * the client's in the same turn, without the stream machinery, which is most of a relay's
+ * CPU time; anything else is piped chunk by chunk, `from` pausing while `to` is above its
+ * high-water mark.
  */
 function relayUntilEnd(from: Readable, to: Writable): Promise<void> {
+  if (from instanceof YamuxStream && to instanceof YamuxStream) return from.spliceTo(to);
   return new Promise((resolve, reject) => {
     const settle = (err?: Error | null) => {
       stopFrom();
@@ -57,8 +61,8 @@ async function copySidechannels(
     })();
     // Upload-pack may answer and close before reading everything; the rest is moot then.
     toNode.catch(() => undefined);
-    // The pack is the bulk of the bytes: piped chunk by chunk as the node's frames arrive,
-    // without copies, pausing the node's stream (and so its window) while the client lags.
+    // The pack is the bulk of the bytes: relayed as the node's frames arrive, without
+    // copies; while the client lags, the node's stream (and so its window) waits.
     const toClient = relayUntilEnd(upstream.readable, downstream.writable);
     toClient.catch(() => undefined);
     // Done when the node closed its side; a failure sending the request fails the relay earlier.
