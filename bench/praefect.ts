@@ -13,7 +13,9 @@
 //    The gateway maps a URL to "<path>.git" and replica paths have no ".git", so the
 //    gateway reaches the Gitaly's replica through a hard-linked alias "<replica path>.git"
 //    in the same storage (same files, same page cache). Runs rotate the variants' order
-//    (run i starts at variant i mod 5) after one warm-up of each.
+//    (run i starts at variant i mod 5) after one warm-up of each. Praefect's yamux window to
+//    the nodes is what the operator renders (4 MiB; --stream-window-bytes to compare, e.g.
+//    upstream's default 262144).
 // 2. Queries per routed read (target 0). After warm-up, K accessor RPCs Praefect routes to
 //    a Gitaly (FindCommit, GetBlob) while pg_stat_statements counts statements on
 //    Praefect's database; then a longer idle window counts the background
@@ -63,6 +65,7 @@ type HealthPb = typeof import("../src/gen/grpc/health/v1/health_pb.js");
 type Service = typeof import("../src/shared/grpc/service.js");
 type V2Token = typeof import("../src/shared/auth/v2-token.js");
 type Postgres = typeof import("../src/local/postgres.js");
+type CrdSchema = typeof import("../src/controller/api/schema.js");
 type Connection = InstanceType<Backchannel["BackchannelConnection"]>;
 
 export interface PraefectBenchOptions {
@@ -74,6 +77,8 @@ export interface PraefectBenchOptions {
   concurrency: number;
   /** Runs Praefect with --cpu-prof and summarizes where its CPU time went. */
   cpuProf: boolean;
+  /** Praefect's yamux.maximum_stream_window_size_bytes; default: what the operator renders. */
+  streamWindowBytes?: number;
   log: (msg: string) => void;
 }
 
@@ -207,6 +212,7 @@ async function startPraefect(
   token: string,
   nodes: { storage: string; address: string; token: string }[],
   cpuProfDir: string | undefined,
+  streamWindowBytes: number,
   healthPb: HealthPb,
   service: Service,
 ): Promise<PraefectHandle> {
@@ -236,6 +242,9 @@ async function startPraefect(
       `password = ${q(db.password)}`,
       `dbname = ${q(db.name)}`,
       `sslmode = "disable"`,
+      "",
+      "[yamux]",
+      `maximum_stream_window_size_bytes = ${streamWindowBytes}`,
       "",
       "[[virtual_storage]]",
       `name = ${q(VIRTUAL_STORAGE)}`,
@@ -385,7 +394,7 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
   const repo = await benchRepo({ commits: options.commits, blobKiB: options.blobKiB }, log);
   log(`repository ${repo.path}: ${round(repo.packBytes / 1e6, 1)} MB of packs${repo.cached ? " (cached)" : ""}`);
 
-  const [backchannel, pkt, smartPb, commitPb, blobPb, healthPb, service, v2, postgres] = await Promise.all([
+  const [backchannel, pkt, smartPb, commitPb, blobPb, healthPb, service, v2, postgres, crdSchema] = await Promise.all([
     dist<Backchannel>("shared/grpc/backchannel-client.js"),
     dist<PktLine>("gitaly/git/pktline.js"),
     dist<SmartHttpPb>("gen/smarthttp_pb.js"),
@@ -395,7 +404,10 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
     dist<Service>("shared/grpc/service.js"),
     dist<V2Token>("shared/auth/v2-token.js"),
     dist<Postgres>("local/postgres.js"),
+    dist<CrdSchema>("controller/api/schema.js"),
   ]);
+  // The window decides how often Praefect must grant a node more: measured as deployed.
+  const streamWindowBytes = options.streamWindowBytes ?? crdSchema.DEFAULT_PRAEFECT_STREAM_WINDOW_BYTES;
 
   // Other work on the machine distorts wall times; the load average tells how much there was.
   const loadAtStart = loadavg().map((l) => round(l, 2));
@@ -449,6 +461,7 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
       praefectToken,
       gitalys.map((g) => ({ storage: g.name, address: g.address, token: g.token })),
       cpuProfDir,
+      streamWindowBytes,
       healthPb,
       service,
     );
@@ -661,6 +674,7 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
         primary: replicatedState.primary,
         directNode: node.name,
         gatewayAliasForDirect: aliasPath,
+        praefectStreamWindowBytes: streamWindowBytes,
       },
       repository: {
         ...repo.params,

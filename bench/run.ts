@@ -1,6 +1,7 @@
 // One command for the benchmarks (see bench/README.md):
 //   node bench/run.ts [all|clone|reads|praefect] [--runs N] [--commits N] [--blob-kib N]
 //                     [--concurrency N] [--requests N] [--max-seconds N] [--reads N] [--cpu-prof]
+//                     [--stream-window-bytes N]
 // `all` is clone and reads; praefect (PostgreSQL, 3 Gitaly, Praefect) runs only when named.
 // Runs against the build in dist/ (build first), writes bench/results/<name>.json and
 // prints one summary line per benchmark.
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
       "max-seconds": { type: "string", default: "20" },
       reads: { type: "string", default: "2000" },
       "cpu-prof": { type: "boolean", default: false },
+      "stream-window-bytes": { type: "string" },
       quiet: { type: "boolean", default: false },
     },
   });
@@ -74,6 +76,9 @@ async function main(): Promise<void> {
       reads: positiveInt("reads", values.reads),
       concurrency: positiveInt("concurrency", values.concurrency),
       cpuProf: values["cpu-prof"] ?? false,
+      ...(values["stream-window-bytes"] === undefined
+        ? {}
+        : { streamWindowBytes: positiveInt("stream-window-bytes", values["stream-window-bytes"]) }),
       log,
     });
     const file = support.writeResult("praefect", result);

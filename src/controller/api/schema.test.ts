@@ -36,7 +36,7 @@ describe("GitalyCluster spec schema", () => {
       imagePullPolicy: "IfNotPresent",
       virtualStorage: { name: "default" },
       gitaly: { replicas: 3, storage: { size: "10Gi" } },
-      praefect: { replicas: 2, failover: { enabled: true } },
+      praefect: { replicas: 2, failover: { enabled: true }, yamux: { maximumStreamWindowSizeBytes: 4 * 1024 * 1024 } },
       database: { managed: { storage: { size: "1Gi" } } },
       tls: { mode: "SelfSigned", duration: "2160h", renewBefore: "168h" },
       auth: { rotation: { generation: 0 } },

@@ -163,6 +163,23 @@ export const failoverSchema = z
   })
   .describe("Praefect failover.");
 
+/** Praefect's per-stream receive window on its connections to Gitaly, unless the spec says otherwise. */
+export const DEFAULT_PRAEFECT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+
+export const praefectYamuxSchema = z
+  .object({
+    maximumStreamWindowSizeBytes: z
+      .int()
+      .min(262_144)
+      .max(256 * 1024 * 1024)
+      .default(DEFAULT_PRAEFECT_STREAM_WINDOW_BYTES)
+      .describe(
+        "yamux.maximum_stream_window_size_bytes: how much a node may send on one stream (a clone's pack) before Praefect grants more. " +
+          "Upstream's 256 KiB costs a round trip per 128 KiB relayed; each relayed clone may hold up to this much in Praefect while its client reads slower than the node sends.",
+      ),
+  })
+  .describe("Multiplexing of Praefect's connections to the Gitaly nodes.");
+
 export const praefectSpecSchema = z
   .object({
     replicas: z.int().min(1).max(32).default(2).describe("Praefect routers (a Deployment)."),
@@ -172,6 +189,7 @@ export const praefectSpecSchema = z
       .optional()
       .describe("Copies of each repository; at most gitaly.replicas. Default: min(3, gitaly.replicas)."),
     failover: failoverSchema.prefault({}),
+    yamux: praefectYamuxSchema.prefault({}),
     ...podPlacement,
   })
   .describe("The Praefect routers.");

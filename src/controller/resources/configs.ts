@@ -161,6 +161,7 @@ export function praefectRenderParams(input: BuildInput): PraefectRenderParams {
     ],
     database: databaseParams(input),
     failover: { enabled: failover.enabled, ...(failover.enabled ? thresholds : {}) },
+    yamux: { maximumStreamWindowSizeBytes: input.spec.praefect.yamux.maximumStreamWindowSizeBytes },
   };
 }
 

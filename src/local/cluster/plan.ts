@@ -241,6 +241,7 @@ export function planCluster(input: PlanInput): ClusterPlan {
         sslmode: "disable",
       },
       failover: failoverParams(spec.praefect.failover),
+      yamux: { maximumStreamWindowSizeBytes: spec.praefect.yamux.maximumStreamWindowSizeBytes },
     });
     return {
       index,

@@ -81,6 +81,8 @@ export interface PraefectRenderParams {
   failover?: FailoverParams;
   replication?: { batchSize?: number; parallelStorageProcessingWorkers?: number };
   reconciliation?: { schedulingIntervalMs?: number; histogramBuckets?: number[] };
+  /** Per-stream receive window on the connections to the nodes (upstream's default: 256 KiB). */
+  yamux?: { maximumStreamWindowSizeBytes?: number };
 }
 
 const CONNECTION_KEYS = ["host", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey"] as const;
@@ -177,6 +179,9 @@ export function renderPraefectConfig(params: PraefectRenderParams): string {
     reconciliation: optionalTable({
       scheduling_interval: duration(params.reconciliation?.schedulingIntervalMs),
       histogram_buckets: params.reconciliation?.histogramBuckets,
+    }),
+    yamux: optionalTable({
+      maximum_stream_window_size_bytes: params.yamux?.maximumStreamWindowSizeBytes,
     }),
   });
   return toToml(

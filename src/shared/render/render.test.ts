@@ -124,6 +124,7 @@ function praefectParams(nodes: number, opts: { tls: boolean; database: DatabaseP
     },
     replication: { batchSize: 10, parallelStorageProcessingWorkers: 2 },
     reconciliation: { schedulingIntervalMs: 5 * 60_000, histogramBuckets: [0.01, 0.1, 1, 10] },
+    yamux: { maximumStreamWindowSizeBytes: 4 * 1024 * 1024 },
   };
 }
 
@@ -277,6 +278,7 @@ describe("renderPraefectConfig", () => {
     });
     expect(config.replication).toEqual({ batch_size: 10, parallel_storage_processing_workers: 2 });
     expect(config.reconciliation).toEqual({ scheduling_interval: 300_000, histogram_buckets: [0.01, 0.1, 1, 10] });
+    expect(config.yamux.maximum_stream_window_size_bytes).toBe(4 * 1024 * 1024);
     expect(config.database.password).toBe("");
     expect(config.database.session_pooled.password).toBe("");
   });
