@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Repository } from "../../gen/shared_pb.js";
 import { repositoryNotFoundError } from "../../gitaly/storage/locator.js";
 import { alreadyExists, Code, internal, invalidArgument, notFound, RpcError } from "../../shared/grpc/errors.js";
+import { describeCallRepository } from "../../shared/grpc/observability.js";
 import { CORRELATION_ID_KEY, type Logger } from "../../shared/logging.js";
 import type { Operation } from "../../shared/proto/operations.js";
 import { RepositoryAlreadyExistsError, RepositoryNotFoundError } from "../datastore/errors.js";
@@ -152,10 +153,16 @@ export class Coordinator {
       if (err instanceof RepositoryFieldNotFoundError) throw invalidArgument("repository not set");
       throw internal(`repo scoped: ${(err as Error).message}`, err);
     }
-    validateTarget(target, (name) => this.options.router.hasVirtualStorage(name));
     // Captured before any rewrite: the same message object is re-encoded per node.
     const virtualStorage = target.storageName;
     const relativePath = target.relativePath;
+    describeCallRepository(metadata, {
+      storageName: virtualStorage,
+      relativePath,
+      glRepository: target.glRepository,
+      glProjectPath: target.glProjectPath,
+    });
+    validateTarget(target, (name) => this.options.router.hasVirtualStorage(name));
     try {
       switch (entry.routing.operation) {
         case "accessor":

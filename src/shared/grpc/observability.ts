@@ -35,6 +35,19 @@ function repositoryOf(message: unknown): RepositoryLike | undefined {
   return undefined;
 }
 
+// Handlers that decode requests themselves (Praefect relays raw bytes) name the call's
+// repository here, keyed by the request metadata object the interceptor also sees.
+const describedRepositories = new WeakMap<grpc.Metadata, RepositoryLike>();
+
+/**
+ * Names the repository a call is about, for its "finished call" line, when the interceptor
+ * cannot read it from the request (a handler registered with raw bytes). `requestMetadata`
+ * is the call's own metadata object (`call.metadata`).
+ */
+export function describeCallRepository(requestMetadata: grpc.Metadata, repository: RepositoryLike): void {
+  describedRepositories.set(requestMetadata, repository);
+}
+
 export interface ObservabilityOptions {
   logger: Logger;
   metrics: GrpcServerMetrics;
@@ -54,6 +67,7 @@ export function observabilityInterceptor({
     const start = process.hrtime.bigint();
     let correlationId = "";
     let repository: RepositoryLike | undefined;
+    let requestMetadata: grpc.Metadata | undefined;
     metrics.started.inc(labels);
 
     return new grpc.ServerInterceptingCall(call, {
@@ -63,6 +77,7 @@ export function observabilityInterceptor({
             const given = metadata.get(CORRELATION_ID_KEY)[0];
             correlationId = typeof given === "string" && given !== "" ? given : newCorrelationId();
             if (!given) metadata.set(CORRELATION_ID_KEY, correlationId);
+            requestMetadata = metadata;
             mdNext(metadata);
           },
           onReceiveMessage(message, msgNext) {
@@ -76,6 +91,7 @@ export function observabilityInterceptor({
         const code = grpcCodeName(status.code ?? grpc.status.UNKNOWN);
         metrics.handled.inc({ ...labels, grpc_code: code });
         metrics.handlingSeconds.observe(labels, seconds);
+        if (!repository && requestMetadata) repository = describedRepositories.get(requestMetadata);
         const fields = {
           correlation_id: correlationId,
           "grpc.service": service,

@@ -142,6 +142,8 @@ export class ProcessNodeManager implements NodeManager {
 export interface TestRouter {
   router: PraefectRouter;
   registry: Registry;
+  /** The router's log lines (info and above), parsed. */
+  logLines: Record<string, unknown>[];
   address: string;
   /** A channel to the router signing every call with `token` (default: the router's token). */
   channel(token?: string): grpc.Client;
@@ -159,6 +161,7 @@ export async function startTestRouter(options: {
   notifications?: boolean;
 }): Promise<TestRouter> {
   const registry = createRegistry({ defaultMetrics: false });
+  const logLines: Record<string, unknown>[] = [];
   const config: PraefectRouterConfig = {
     listen_addr: "127.0.0.1:0",
     auth: { token: options.token, transitioning: false },
@@ -174,7 +177,16 @@ export async function startTestRouter(options: {
   };
   const router = await startPraefectRouter({
     config,
-    logger: createLogger({ component: "praefect", level: "error" }),
+    // Info level, kept in memory: tests read the "finished call" lines.
+    logger: createLogger({
+      component: "praefect",
+      level: "info",
+      destination: {
+        write(line: string) {
+          logLines.push(JSON.parse(line) as Record<string, unknown>);
+        },
+      },
+    }),
     registry,
     nodes: options.nodes,
     db: options.pool,
@@ -186,6 +198,7 @@ export async function startTestRouter(options: {
   return {
     router,
     registry,
+    logLines,
     address,
     channel(token = options.token) {
       const c = new grpc.Client(address, grpc.credentials.createInsecure(), {

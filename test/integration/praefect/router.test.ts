@@ -420,6 +420,37 @@ describe("Praefect router in front of three Gitaly nodes", () => {
     expect(nodes.reportedErrors).toEqual([]);
   });
 
+  it("logs each relayed call with its correlation id and the repository it was about", async () => {
+    const path = "group/pushed.git";
+    const md = new grpc.Metadata();
+    md.set("x-gitlab-correlation-id", "router-log-test-ok");
+    await refsClient.findDefaultBranchName(
+      { repository: { ...repo(path), glProjectPath: "group/pushed", glRepository: "project-7" } },
+      { metadata: md },
+    );
+    const missing = new grpc.Metadata();
+    missing.set("x-gitlab-correlation-id", "router-log-test-missing");
+    await rpcError(refsClient.findDefaultBranchName({ repository: repo("group/absent.git") }, { metadata: missing }));
+
+    const line = (id: string) => tr.logLines.find((l) => l.correlation_id === id && l.msg === "finished call");
+    expect(line("router-log-test-ok")).toMatchObject({
+      level: "info",
+      "grpc.method": "FindDefaultBranchName",
+      "grpc.code": "OK",
+      "grpc.request.storage": VS,
+      "grpc.request.repoPath": path,
+      "grpc.request.glProjectPath": "group/pushed",
+      "grpc.request.glRepository": "project-7",
+    });
+    // Refused before any node was called: the line still says which repository.
+    expect(line("router-log-test-missing")).toMatchObject({
+      level: "warn",
+      "grpc.code": "NotFound",
+      "grpc.request.storage": VS,
+      "grpc.request.repoPath": "group/absent.git",
+    });
+  });
+
   it("sends maintenance to every healthy assigned replica", async () => {
     const count = async () =>
       Promise.all(
