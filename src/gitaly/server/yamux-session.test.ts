@@ -322,6 +322,19 @@ function relayTopology(window?: number) {
 
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
+/** The same sessions as relayTopology(), but the test splices (or not) by hand. */
+function manualRelay() {
+  const [originSide, relayIn] = memoryPair();
+  const [relayOut, sinkSide] = memoryPair();
+  const sinkStreams: YamuxStream[] = [];
+  new YamuxSession(sinkSide, { role: "server", onStream: (s) => sinkStreams.push(s) });
+  const toSink = new YamuxSession(relayOut, { role: "client" });
+  const sources: YamuxStream[] = [];
+  new YamuxSession(relayIn, { role: "server", onStream: (s) => sources.push(s) });
+  const origin = new YamuxSession(originSide, { role: "client" });
+  return { origin, toSink, sources, sinkStreams };
+}
+
 describe("yamux splice", () => {
   it("relays a stream into another session byte for byte, and resolves at the source's FIN", async () => {
     const { origin, sinkStreams, splices } = relayTopology();
@@ -357,14 +370,7 @@ describe("yamux splice", () => {
   });
 
   it("sends bytes that arrived before the splice first", async () => {
-    const [originSide, relayIn] = memoryPair();
-    const [relayOut, sinkSide] = memoryPair();
-    const sinkStreams: YamuxStream[] = [];
-    new YamuxSession(sinkSide, { role: "server", onStream: (s) => sinkStreams.push(s) });
-    const toSink = new YamuxSession(relayOut, { role: "client" });
-    const sources: YamuxStream[] = [];
-    new YamuxSession(relayIn, { role: "server", onStream: (s) => sources.push(s) });
-    const origin = new YamuxSession(originSide, { role: "client" });
+    const { origin, toSink, sources, sinkStreams } = manualRelay();
     const stream = origin.open();
     stream.write("head:");
     while (sources.length === 0) await nextTurn();
@@ -380,6 +386,35 @@ describe("yamux splice", () => {
     target.end();
     while (sinkStreams.length === 0) await nextTurn();
     expect((await readAll(sinkStreams[0] as YamuxStream)).toString()).toBe("head:tail");
+  });
+
+  it("sends what the target was given before the splice first, even writes still waiting for window", async () => {
+    const { origin, toSink, sources, sinkStreams } = manualRelay();
+
+    const target = toSink.open();
+    while (sinkStreams.length === 0) {
+      target.write(Buffer.alloc(0));
+      await nextTurn();
+    }
+    const sink = sinkStreams[0] as YamuxStream;
+    sink.pause();
+    // More than the sink's window: the first write waits for window, the second behind it.
+    const first = randomBytes(INITIAL_STREAM_WINDOW + 100_000);
+    target.write(first);
+    target.write("second");
+    const stream = origin.open();
+    stream.end("tail");
+    while (sources.length === 0) await nextTurn();
+    const spliced = (sources[0] as YamuxStream).spliceTo(target);
+    for (let i = 0; i < 5; i++) await nextTurn();
+    const received = readAll(sink);
+    sink.resume();
+    await spliced;
+    target.end();
+    const got = await received;
+    expect(got.length).toBe(first.length + "secondtail".length);
+    expect(sha(got.subarray(0, first.length))).toBe(sha(first));
+    expect(got.subarray(first.length).toString()).toBe("secondtail");
   });
 
   it("rejects when the target is reset, and when the source is reset", async () => {

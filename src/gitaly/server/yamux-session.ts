@@ -389,6 +389,8 @@ interface Splice {
   target: YamuxStream;
   resolve: () => void;
   reject: (err: Error) => void;
+  // Whether the target's earlier writes have gone out, so spliced frames may follow.
+  started: boolean;
   // Whether a wait for the target's transport to drain is registered.
   awaitingDrain: boolean;
   detachTarget: () => void;
@@ -593,20 +595,25 @@ export class YamuxStream extends Duplex {
         target,
         resolve,
         reject,
+        started: false,
         awaitingDrain: false,
         detachTarget: () => target.off("close", onTargetClose),
       };
+      const splice = this.splice;
       target.spliceSource = this;
       // Writes the target took before the splice leave first: an empty write completes
       // only after every earlier one did.
-      target.write(Buffer.alloc(0), () => this.forwardSpliced());
+      target.write(Buffer.alloc(0), () => {
+        splice.started = true;
+        this.forwardSpliced();
+      });
     });
   }
 
   /** Moves queued bytes to the splice target as far as its window and transport allow. */
   private forwardSpliced(): void {
     const splice = this.splice;
-    if (!splice) return;
+    if (!splice?.started) return;
     const target = splice.target;
     if (target.reset || target.released || target.destroyed || target.localFin) {
       this.failSplice(streamError("yamux: relay target closed", target.reset ? "ECONNRESET" : "EPIPE"));
