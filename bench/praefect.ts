@@ -596,6 +596,16 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
     const ratioP90 = (a: Kind, b: Kind) => round(clones[a].p90Ms / clones[b].p90Ms, 3);
     // The fastest run is the least disturbed by other load on a shared machine.
     const ratioMin = (a: Kind, b: Kind) => round(clones[a].minMs / clones[b].minMs, 3);
+    const overGitaly = (via: "grpc" | "gateway") => {
+      const [p, g] = [`praefect-${via}`, `gitaly-${via}`] as const;
+      return {
+        pairedMedian: round(median(paired[via]), 3),
+        paired: paired[via].map((r) => round(r, 3)),
+        median: ratio(p, g),
+        p90: ratioP90(p, g),
+        min: ratioMin(p, g),
+      };
+    };
 
     // Queries per routed read.
     const repository = { storageName: VIRTUAL_STORAGE, relativePath: RELATIVE_PATH };
@@ -700,20 +710,8 @@ export async function runPraefectBench(options: PraefectBenchOptions) {
         target: "median over runs of praefect-gateway / gitaly-gateway (measured back to back) <= 1.10",
         runs: options.runs,
         praefectOverGitaly: {
-          gateway: {
-            pairedMedian: round(median(paired.gateway), 3),
-            paired: paired.gateway.map((r) => round(r, 3)),
-            median: ratio("praefect-gateway", "gitaly-gateway"),
-            p90: ratioP90("praefect-gateway", "gitaly-gateway"),
-            min: ratioMin("praefect-gateway", "gitaly-gateway"),
-          },
-          grpc: {
-            pairedMedian: round(median(paired.grpc), 3),
-            paired: paired.grpc.map((r) => round(r, 3)),
-            median: ratio("praefect-grpc", "gitaly-grpc"),
-            p90: ratioP90("praefect-grpc", "gitaly-grpc"),
-            min: ratioMin("praefect-grpc", "gitaly-grpc"),
-          },
+          gateway: overGitaly("gateway"),
+          grpc: overGitaly("grpc"),
         },
         praefectCpuSecondsPerCloneMedian: round(median(praefectCpu), 3),
         variants: clones,
